@@ -1,0 +1,289 @@
+"""The settings of a ``multimarkets`` Airflow connection, read and validated in one place.
+
+Pure logic: it takes the connection's host, port, login, password and extra dict, so it is tested
+without Airflow. Every error names the connection field and the fix, and never echoes the secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
+from airflow_provider_multimarkets.signing import KEY_ORDERS, CanonicalOptions
+
+PRODUCTION_BASE_URL = "https://api.multimarkets.org/openapi-c"
+PRE_BASE_URL = "https://prewppc-3.cmfbl.com/openapi-c"
+OPENAPI_PATH = "/openapi-c"
+DEFAULT_RECV_WINDOW_MS = 5000
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0  # the server gives up on a request after 15 s
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_RETRY_BACKOFF = 1.0
+DEFAULT_RATE_LIMIT_PER_MINUTE = 100
+DEFAULT_LANG = "en-US"
+
+#: Extra keys this provider reads; any other key is ignored with a warning, never sent as a header.
+KNOWN_EXTRAS = frozenset(
+    {
+        "company_id",
+        "lang",
+        "recv_window",
+        "timeout",
+        "verify",
+        "max_retries",
+        "retry_backoff",
+        "rate_limit_per_minute",
+        "msg_ws_url",
+        "app_id",
+        "device",
+        "sign_sort_nested",
+        "sign_key_order",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    base_url: str
+    api_key: str
+    secret_key: str = field(repr=False)
+    company_id: int
+    lang: str | None = DEFAULT_LANG
+    recv_window: int = DEFAULT_RECV_WINDOW_MS
+    timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+    verify: bool | str = True
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_backoff: float = DEFAULT_RETRY_BACKOFF
+    rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
+    msg_ws_url: str | None = None
+    app_id: str | None = None
+    device: int = 1
+    canonical: CanonicalOptions = field(default_factory=CanonicalOptions)
+    unknown_extras: tuple[str, ...] = ()
+
+    def url_for(self, biz_type: str) -> str:
+        return f"{self.base_url}/global/{biz_type}"
+
+    def ws_url(self) -> str:
+        """The message WebSocket URL with ``{appId}`` filled in (see the README's open questions)."""
+        app_id = self.app_id or str(self.company_id)
+        if self.msg_ws_url:
+            url = self.msg_ws_url
+            if "{appId}" in url or "{app_id}" in url:
+                return url.replace("{appId}", app_id).replace("{app_id}", app_id)
+            return url
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, f"{parts.path}/openMsg/{app_id}", "", ""))
+
+
+def _fail(field_name: str, problem: str, fix: str) -> MultiMarketsConfigError:
+    return MultiMarketsConfigError(f"MultiMarkets connection field '{field_name}' {problem}. {fix}")
+
+
+def normalize_base_url(host: str | None, port: int | None = None) -> str:
+    """``{host}`` as the Open API base URL: scheme added, ``/openapi-c`` added when no path."""
+    raw = (host or "").strip()
+    if not raw:
+        return PRODUCTION_BASE_URL
+    if re.search(r"\s", raw):
+        raise _fail("host", "contains white space", "Enter a URL such as " + PRE_BASE_URL)
+    if "://" not in raw:
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", raw) or raw.startswith("//"):
+            raise _fail("host", f"has a malformed scheme ({raw.split('/')[0]!r})", "Write it as https://HOST/openapi-c")
+        raw = "https://" + raw
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https"):
+        raise _fail("host", f"has the scheme {parts.scheme!r}", "Use https:// (or http:// for a local sandbox)")
+    try:
+        netloc_port = parts.port
+    except ValueError:
+        raise _fail("host", "has a port that is not a number", "Write it as https://HOST[:PORT]/openapi-c") from None
+    if not parts.hostname:
+        raise _fail("host", "has no host name", "Enter a URL such as " + PRE_BASE_URL)
+    if parts.query or parts.fragment:
+        raise _fail("host", "contains a query or fragment", "Enter only the base URL, such as " + PRE_BASE_URL)
+    netloc = parts.netloc
+    if port and netloc_port is None:
+        netloc = f"{netloc}:{int(port)}"
+    path = parts.path.rstrip("/")
+    if path.endswith("/global") or "/global/" in path:
+        raise _fail(
+            "host",
+            "includes the '/global' part of the request path",
+            "Enter only the base URL ending in /openapi-c; the provider appends /global/{bizType}",
+        )
+    if not path:
+        path = OPENAPI_PATH
+    return urlunsplit((parts.scheme, netloc, path, "", ""))
+
+
+def _as_int(extra: Mapping[str, Any], key: str, default: int, minimum: int, unit: str = "") -> int:
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise _fail(key, f"must be a whole number{unit}, got a boolean", f"Set extra '{key}' to a number")
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise _fail(
+            key, f"must be a whole number{unit}, got {value!r}", f"Set extra '{key}' to a number such as {default}"
+        ) from None
+    if number < minimum:
+        raise _fail(key, f"must be at least {minimum}, got {number}", f"Set extra '{key}' to {default} or more")
+    return number
+
+
+def _as_float(extra: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise _fail(
+            key, f"must be a number, got {value!r}", f"Set extra '{key}' to a number such as {default:g}"
+        ) from None
+    if not number >= minimum:
+        raise _fail(key, f"must be at least {minimum:g}, got {number:g}", f"Set extra '{key}' to {default:g} or more")
+    return number
+
+
+def _as_bool(extra: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = extra.get(key)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise _fail(key, f"must be true or false, got {value!r}", f"Set extra '{key}' to true or false")
+
+
+def _timeout(extra: Mapping[str, Any]) -> tuple[float, float]:
+    value = extra.get("timeout")
+    if value is None or value == "":
+        return (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        numbers = [float(str(v).strip()) for v in items]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 2) or not all(n > 0 for n in numbers):
+        raise _fail(
+            "timeout",
+            f"must be seconds > 0, or [connect, read], got {value!r}",
+            f"Set extra 'timeout' to e.g. {DEFAULT_READ_TIMEOUT:g} or [{DEFAULT_CONNECT_TIMEOUT:g}, {DEFAULT_READ_TIMEOUT:g}]",
+        )
+    if len(numbers) == 1:
+        return (min(numbers[0], DEFAULT_CONNECT_TIMEOUT), numbers[0])
+    return (numbers[0], numbers[1])
+
+
+def _verify(extra: Mapping[str, Any]) -> bool | str:
+    value = extra.get("verify")
+    if isinstance(value, str) and value.strip().lower() not in (
+        "",
+        "true",
+        "false",
+        "1",
+        "0",
+        "yes",
+        "no",
+        "on",
+        "off",
+    ):
+        return value.strip()  # a CA bundle path
+    return _as_bool(extra, "verify", True)
+
+
+def settings_from_connection(
+    *,
+    host: str | None,
+    port: int | None,
+    login: str | None,
+    password: str | None,
+    extra: Mapping[str, Any] | None,
+) -> ConnectionSettings:
+    extra = dict(extra or {})
+    api_key = (login or "").strip()
+    if not api_key:
+        raise _fail(
+            "login", "(apiKey) is empty", "Put the apiKey issued in API Management in the connection's login field"
+        )
+    if re.search(r"\s", api_key):
+        raise _fail("login", "(apiKey) contains white space", "Paste the apiKey without spaces or line breaks")
+    secret = (password or "").strip()
+    if not secret:
+        raise _fail(
+            "password",
+            "(secretKey) is empty",
+            "Put the privateKey issued with the apiKey (base64 PKCS#8, starting 'MII') in the connection's password field",
+        )
+    company = extra.get("company_id", extra.get("companyId"))
+    if company is None or str(company).strip() == "":
+        raise _fail(
+            "company_id",
+            "is missing from the connection extra",
+            'Add "company_id": <your company id> to the extra JSON (439 on the PRE test platform)',
+        )
+    if isinstance(company, bool):
+        raise _fail(
+            "company_id", "must be a whole number, got a boolean", 'Set "company_id" to your numeric company id'
+        )
+    try:
+        company_id = int(str(company).strip())
+    except ValueError:
+        raise _fail(
+            "company_id", f"must be a whole number, got {company!r}", 'Set "company_id" to your numeric company id'
+        ) from None
+    lang_value = extra.get("lang", DEFAULT_LANG)
+    lang = str(lang_value).strip() if lang_value not in (None, "") else None
+    key_order = str(extra.get("sign_key_order") or "java").strip()
+    if key_order not in KEY_ORDERS:
+        raise _fail(
+            "sign_key_order",
+            f"must be one of {', '.join(KEY_ORDERS)}, got {key_order!r}",
+            "Remove it to use the documented order",
+        )
+    ws_url = extra.get("msg_ws_url")
+    if ws_url is not None and str(ws_url).strip():
+        ws_url = str(ws_url).strip()
+        if not ws_url.startswith(("ws://", "wss://")):
+            raise _fail(
+                "msg_ws_url",
+                f"must start with wss:// (or ws:// for a local sandbox), got {ws_url!r}",
+                "Use e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
+            )
+    else:
+        ws_url = None
+    app_id = extra.get("app_id")
+    return ConnectionSettings(
+        base_url=normalize_base_url(host, port),
+        api_key=api_key,
+        secret_key=secret,
+        company_id=company_id,
+        lang=lang,
+        recv_window=_as_int(extra, "recv_window", DEFAULT_RECV_WINDOW_MS, 1, " of milliseconds"),
+        timeout=_timeout(extra),
+        verify=_verify(extra),
+        max_retries=_as_int(extra, "max_retries", DEFAULT_MAX_RETRIES, 0),
+        retry_backoff=_as_float(extra, "retry_backoff", DEFAULT_RETRY_BACKOFF, 0.0),
+        rate_limit_per_minute=_as_int(extra, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, 0),
+        msg_ws_url=ws_url,
+        app_id=str(app_id).strip() if app_id not in (None, "") else None,
+        device=_as_int(extra, "device", 1, 1),
+        canonical=CanonicalOptions(
+            sort_nested=_as_bool(extra, "sign_sort_nested", True),
+            key_order=key_order,
+        ),
+        unknown_extras=tuple(sorted(k for k in extra if k not in KNOWN_EXTRAS and k != "companyId")),
+    )

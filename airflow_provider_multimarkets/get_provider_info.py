@@ -1,0 +1,118 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
+
+Plain data, no imports: since Airflow 3.2 the connection form is built from ``conn-fields`` and
+``ui-field-behaviour`` here, without importing the hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_multimarkets import __version__
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema"],
+    "relabeling": {"host": "Open API base URL", "login": "apiKey", "password": "secretKey (RSA private key)"},
+    "placeholders": {
+        "host": "https://prewppc-3.cmfbl.com/openapi-c (empty: production https://api.multimarkets.org/openapi-c)",
+        "login": "1710e1f6b4b54c15bea72e8669966591",
+        "password": "MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8w... (base64 PKCS#8, or PEM)",
+        "port": "optional",
+        "company_id": "439",
+        "lang": "en-US",
+        "recv_window": "5000",
+        "timeout": "30",
+        "max_retries": "3",
+        "rate_limit_per_minute": "100",
+        "msg_ws_url": "wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
+        "app_id": "(default: the company id)",
+    },
+}
+
+CONN_FIELDS: dict[str, Any] = {
+    "company_id": {
+        "label": "Company ID",
+        "schema": {"type": ["integer", "null"]},
+        "description": "Required. Your platform company id (439 on the PRE test platform).",
+    },
+    "lang": {
+        "label": "Language",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. The lang header, e.g. en-US or zh-CN.",
+    },
+    "recv_window": {
+        "label": "recvWindow (ms)",
+        "schema": {"type": ["integer", "null"]},
+        "description": "Optional. How long a signed request stays valid, in ms (default 5000).",
+    },
+    "timeout": {
+        "label": "Timeout (s)",
+        "schema": {"type": ["number", "null"]},
+        "description": "Optional. Read timeout in seconds (default 30; connect timeout 10).",
+    },
+    "verify": {
+        "label": "Verify TLS",
+        "schema": {"type": ["boolean", "null"]},
+        "description": "Optional. Verify the server certificate (default true).",
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "schema": {"type": ["integer", "null"]},
+        "description": "Optional. Retries of idempotent calls on 5xx/429/network errors (default 3).",
+    },
+    "rate_limit_per_minute": {
+        "label": "Calls per minute",
+        "schema": {"type": ["integer", "null"]},
+        "description": "Optional. Client-side limit per apiKey and process (default 100; 0 = off).",
+    },
+    "msg_ws_url": {
+        "label": "Message WebSocket URL",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
+    },
+    "app_id": {
+        "label": "App ID",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. The {appId} of the message WebSocket URL (default: company id).",
+    },
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-multimarkets",
+        "name": "MultiMarkets",
+        "description": "Signed calls, message-push subscriptions and reports for the MultiMarkets Open API.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "MultiMarkets",
+                "external-doc-url": "https://docs.multimarkets.org/client-api/open-api/readme",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "MultiMarkets",
+                "python-modules": ["airflow_provider_multimarkets.hooks.multimarkets"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "MultiMarkets",
+                "python-modules": [
+                    "airflow_provider_multimarkets.operators.msg_token",
+                    "airflow_provider_multimarkets.operators.multimarkets",
+                ],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_multimarkets.hooks.multimarkets.MultiMarketsHook",
+                "hook-name": "MultiMarkets Open API",
+                "connection-type": "multimarkets",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }

@@ -1,0 +1,440 @@
+"""``MultiMarketsHook``: signed calls to the MultiMarkets Open API over one reused HTTP session.
+
+Light at import time: ``requests`` and ``cryptography`` are imported when the first call is made,
+never when a DAG file imports an operator.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_multimarkets import __version__
+from airflow_provider_multimarkets._compat import BaseHook, airflow_version, mask_secret
+from airflow_provider_multimarkets.connection_settings import (
+    DEFAULT_LANG,
+    PRE_BASE_URL,
+    ConnectionSettings,
+    settings_from_connection,
+)
+from airflow_provider_multimarkets.exceptions import (
+    MultiMarketsConfigError,
+    MultiMarketsError,
+    MultiMarketsTransportError,
+)
+
+if TYPE_CHECKING:
+    import requests
+
+    from airflow_provider_multimarkets.rate_limit import SlidingWindowLimiter
+    from airflow_provider_multimarkets.retry import RetryPolicy
+    from airflow_provider_multimarkets.signing import Signer
+
+MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
+_BIZ_TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def new_trace(timestamp_ms: int) -> str:
+    """A unique trace id in the form the documentation's examples use (``x-<ms>-<random>``)."""
+    return f"x-{timestamp_ms}-{uuid.uuid4().hex}"
+
+
+class MultiMarketsHook(BaseHook):
+    """Signed calls to the MultiMarkets Open API (``POST {host}/global/{bizType}``).
+
+    :param multimarkets_conn_id: the Airflow connection of type ``multimarkets``.
+    :param timeout: overrides the connection's ``timeout`` extra (seconds, or ``(connect, read)``).
+    :param max_retries: overrides the connection's ``max_retries`` extra.
+    :param retry_backoff: overrides the connection's ``retry_backoff`` extra (seconds).
+    :param rate_limit_per_minute: overrides the connection's ``rate_limit_per_minute`` (0: off).
+    """
+
+    conn_name_attr = "multimarkets_conn_id"
+    default_conn_name = "multimarkets_default"
+    conn_type = "multimarkets"
+    hook_name = "MultiMarkets Open API"
+
+    def __init__(
+        self,
+        multimarkets_conn_id: str = default_conn_name,
+        *,
+        timeout: float | tuple[float, float] | None = None,
+        max_retries: int | None = None,
+        retry_backoff: float | None = None,
+        rate_limit_per_minute: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.multimarkets_conn_id = multimarkets_conn_id
+        self._overrides: dict[str, Any] = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "retry_backoff": retry_backoff,
+            "rate_limit_per_minute": rate_limit_per_minute,
+        }
+
+    def __repr__(self) -> str:
+        return f"<MultiMarketsHook conn_id={self.multimarkets_conn_id!r}>"
+
+    # ---- connection, key, session: built on first use, once per hook -------------------------
+
+    @cached_property
+    def settings(self) -> ConnectionSettings:
+        """The validated connection settings; the secretKey is registered with the masker."""
+        try:
+            conn = self.get_connection(self.multimarkets_conn_id)
+        except MultiMarketsError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ != "AirflowNotFoundException":
+                raise
+            raise MultiMarketsConfigError(
+                f"The Airflow connection {self.multimarkets_conn_id!r} is not defined. Create it (type "
+                f"'multimarkets') in the UI or with AIRFLOW_CONN_{self.multimarkets_conn_id.upper()} set "
+                "to the JSON shown in the provider README."
+            ) from None
+        extra = conn.extra_dejson if conn.extra else {}
+        if conn.extra and not extra:
+            raise MultiMarketsConfigError(
+                f"The extra of connection {self.multimarkets_conn_id!r} is not a JSON object. Write it as "
+                'e.g. {"company_id": 439}.'
+            )
+        secret = conn.password or ""
+        mask_secret(secret)
+        compact = "".join(secret.split())
+        if compact != secret:
+            mask_secret(compact)
+        settings = settings_from_connection(
+            host=conn.host, port=conn.port, login=conn.login, password=secret, extra=extra
+        )
+        overrides = {k: v for k, v in self._overrides.items() if v is not None}
+        if overrides:
+            extra_overrides = dict(extra, **overrides)
+            settings = settings_from_connection(
+                host=conn.host, port=conn.port, login=conn.login, password=secret, extra=extra_overrides
+            )
+        if settings.unknown_extras:
+            self.log.warning(
+                "Connection %r: ignoring unknown extra field(s) %s (they are not sent anywhere).",
+                self.multimarkets_conn_id,
+                ", ".join(settings.unknown_extras),
+            )
+        return settings
+
+    @cached_property
+    def signer(self) -> Signer:
+        """The parsed private key; parsed once per hook."""
+        from airflow_provider_multimarkets.signing import Signer
+
+        return Signer(self.settings.secret_key)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One HTTP session per hook, reused by every call (keep-alive, connection pool)."""
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.verify = self.settings.verify
+        session.headers.update(
+            {
+                "User-Agent": self.user_agent,
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            }
+        )
+        return session
+
+    @cached_property
+    def user_agent(self) -> str:
+        import requests
+
+        return (
+            f"airflow-provider-multimarkets/{__version__} "
+            f"(apache-airflow/{airflow_version()}; python-requests/{requests.__version__})"
+        )
+
+    @cached_property
+    def retry_policy(self) -> RetryPolicy:
+        from airflow_provider_multimarkets.retry import RetryPolicy
+
+        return RetryPolicy(max_retries=self.settings.max_retries, backoff=self.settings.retry_backoff)
+
+    @cached_property
+    def limiter(self) -> SlidingWindowLimiter | None:
+        from airflow_provider_multimarkets.rate_limit import limiter_for
+
+        return limiter_for(self.settings.api_key, self.settings.rate_limit_per_minute)
+
+    def close(self) -> None:
+        """Close the HTTP session (it is rebuilt on the next call)."""
+        session = self.__dict__.pop("session", None)
+        if session is not None:
+            session.close()
+
+    def __enter__(self) -> MultiMarketsHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- calls --------------------------------------------------------------------------------
+
+    def build_request(
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        group: str | None = None,
+        timestamp_ms: int | None = None,
+    ) -> tuple[str, dict[str, str], bytes]:
+        """URL, headers and body bytes of one signed request (the body is exactly what was signed)."""
+        from airflow_provider_multimarkets.signing import canonical_json
+
+        settings = self.settings
+        _check_biz_type(biz_type)
+        body = canonical_json(payload, settings.canonical)
+        ts = int(time.time() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        headers = {
+            "companyId": str(settings.company_id),
+            "trace": new_trace(ts),
+            "timestamp": str(ts),
+            "apiKey": settings.api_key,
+            "signature": self.signer.sign_body(body, ts),
+            "recvWindow": str(settings.recv_window),
+        }
+        if settings.lang:
+            headers["lang"] = settings.lang
+        if version:
+            headers["version"] = str(version)
+        if group:
+            headers["group"] = str(group)
+        return settings.url_for(biz_type), headers, body.encode("utf-8")
+
+    def call(
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        group: str | None = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """Sign and send one Open API call; return the envelope's ``data``.
+
+        :param biz_type: the interface's bizType, e.g. ``getMsgPushToken``.
+        :param payload: the JSON body (a dict); ``None`` sends ``{}``.
+        :param version: the ``version`` header some interfaces require (e.g. ``0.0.1``).
+        :param group: the ``group`` header some interfaces require (e.g. ``tradeApi``).
+        :param idempotent: ``False`` for calls that must never run twice (order placement): then
+            only failures where the request provably was not sent are retried.
+        :raises MultiMarketsError: a typed subclass for every failure.
+        """
+        from airflow_provider_multimarkets.retry import retryable_error
+
+        policy = self.retry_policy
+        attempt = 0
+        while True:
+            if self.limiter is not None:
+                waited = self.limiter.acquire()
+                if waited > 0.5:
+                    self.log.info("Rate limiter: waited %.1f s to stay under the apiKey's call rate.", waited)
+            try:
+                return self._send_once(biz_type, payload, version, group)
+            except MultiMarketsError as exc:
+                if attempt >= policy.max_retries or not retryable_error(exc, idempotent=idempotent):
+                    raise
+                delay = policy.delay(attempt, exc)
+                attempt += 1
+                self.log.warning(
+                    "MultiMarkets %s failed (%s); retry %d of %d in %.2f s.",
+                    biz_type,
+                    exc,
+                    attempt,
+                    policy.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+
+    def _send_once(
+        self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None
+    ) -> Any:
+        import requests
+
+        from airflow_provider_multimarkets.envelope import parse_response
+
+        url, headers, body = self.build_request(biz_type, payload, version=version, group=group)
+        try:
+            response = self.session.post(
+                url, data=body, headers=headers, timeout=self.settings.timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            raise transport_error(exc, url, self.settings.timeout) from None
+        self.log.debug("MultiMarkets %s -> HTTP %s [trace %s]", biz_type, response.status_code, headers["trace"])
+        return parse_response(
+            response.status_code,
+            response.content,
+            retry_after=response.headers.get("Retry-After"),
+            biz_type=biz_type,
+            url=url,
+        )
+
+    def get_msg_token(self) -> str:
+        """Fetch the message-push token (``getMsgPushToken``); it is masked in every log."""
+        from airflow_provider_multimarkets.exceptions import MultiMarketsResponseError
+
+        token = self.call(MSG_TOKEN_BIZ_TYPE, {})
+        if not isinstance(token, str) or not token:
+            raise MultiMarketsResponseError(
+                f"getMsgPushToken succeeded but its data is {type(token).__name__}, not a token string. "
+                "Check that the connection host is the Open API base URL."
+            )
+        mask_secret(token)
+        return token
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap signed call (``getMsgPushToken``) to check host, keys, clock and IP whitelist."""
+        try:
+            self.get_msg_token()
+        except MultiMarketsError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI shows this text; keep it short and secret-free
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, (f"Signed call to {self.settings.base_url} accepted for company {self.settings.company_id}.")
+
+    # ---- connection form (Airflow < 3.2; 3.2+ reads conn-fields from get_provider_info) ------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        return {
+            "company_id": IntegerField(
+                lazy_gettext("Company ID"),
+                widget=BS3TextFieldWidget(),
+                validators=[NumberRange(min=0)],
+                description="Required. Your platform company id (439 on the PRE test platform).",
+            ),
+            "lang": StringField(
+                lazy_gettext("Language"),
+                widget=BS3TextFieldWidget(),
+                description="Optional. The lang header, e.g. en-US or zh-CN.",
+            ),
+            "recv_window": IntegerField(
+                lazy_gettext("recvWindow (ms)"),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional(strip_whitespace=True), NumberRange(min=1)],
+                description="Optional. How long a signed request stays valid, in ms (default 5000).",
+            ),
+            "timeout": StringField(
+                lazy_gettext("Timeout (s)"),
+                widget=BS3TextFieldWidget(),
+                description="Optional. Read timeout in seconds (default 30; connect timeout 10).",
+            ),
+            "verify": BooleanField(lazy_gettext("Verify TLS"), default=True),
+            "max_retries": IntegerField(
+                lazy_gettext("Max retries"),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
+                description="Optional. Retries of idempotent calls on 5xx/429/network errors (default 3).",
+            ),
+            "rate_limit_per_minute": IntegerField(
+                lazy_gettext("Calls per minute"),
+                widget=BS3TextFieldWidget(),
+                validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
+                description="Optional. Client-side limit per apiKey and process (default 100; 0 = off).",
+            ),
+            "msg_ws_url": StringField(
+                lazy_gettext("Message WebSocket URL"),
+                widget=BS3TextFieldWidget(),
+                description="Optional. e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
+            ),
+            "app_id": StringField(
+                lazy_gettext("App ID"),
+                widget=BS3TextFieldWidget(),
+                description="Optional. The {appId} of the message WebSocket URL (default: company id).",
+            ),
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        from airflow_provider_multimarkets.get_provider_info import UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+
+def _check_biz_type(biz_type: str) -> None:
+    if not isinstance(biz_type, str) or not _BIZ_TYPE_RE.match(biz_type):
+        raise MultiMarketsConfigError(
+            f"biz_type {biz_type!r} is not a bizType: use the resource identifier from the interface's "
+            "page, e.g. 'getMsgPushToken' or 'customer.app.CustomerWebApiService.findCustomerInfo'."
+        )
+
+
+def transport_error(exc: BaseException, url: str, timeout: tuple[float, float]) -> MultiMarketsTransportError:
+    """Translate a ``requests`` exception, telling whether the request may have been sent."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    name = type(exc).__name__
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    if isinstance(exc, requests.exceptions.SSLError):
+        return MultiMarketsTransportError(
+            f"TLS verification failed for {url}. Fix the server certificate chain, or set the connection "
+            "extra 'verify' to a CA bundle path (set it to false only for a local sandbox).",
+            maybe_sent=False,
+            url=url,
+            permanent=True,
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return MultiMarketsTransportError(
+            f"Connecting to {url} timed out after {timeout[0]:g} s (the request was not sent). Check the "
+            "connection host and that this worker can reach it.",
+            maybe_sent=False,
+            url=url,
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError) and isinstance(reason, NewConnectionError):
+        return MultiMarketsTransportError(
+            f"Could not connect to {url} (refused or DNS failure; the request was not sent). Check the "
+            "connection host and port, and that this worker can reach it.",
+            maybe_sent=False,
+            url=url,
+        )
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return MultiMarketsTransportError(
+            f"No answer from {url} within {timeout[1]:g} s (read timeout; the request may have been "
+            "processed). Raise the connection extra 'timeout' if the platform is slow.",
+            maybe_sent=True,
+            url=url,
+        )
+    if isinstance(
+        exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
+    ):
+        return MultiMarketsTransportError(
+            f"The request URL {url} is invalid ({name}). Fix the connection host, e.g. {PRE_BASE_URL}.",
+            maybe_sent=False,
+            url=url,
+            permanent=True,
+        )
+    return MultiMarketsTransportError(
+        f"The connection to {url} failed while the request was in flight ({name}; it may have been processed).",
+        maybe_sent=True,
+        url=url,
+    )
+
+
+__all__ = ["DEFAULT_LANG", "MultiMarketsHook", "new_trace", "transport_error"]

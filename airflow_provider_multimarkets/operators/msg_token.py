@@ -1,0 +1,37 @@
+"""``GetMsgTokenOperator``: fetch the message-push token and hand it to downstream tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import Any
+
+from airflow_provider_multimarkets._compat import BaseOperator, Context
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+
+
+class GetMsgTokenOperator(BaseOperator):
+    """Call ``getMsgPushToken`` and return the token (the ``return_value`` XCom).
+
+    Feed ``op.output`` to a message subscription or any task that opens the message WebSocket. The
+    token is registered with Airflow's secret masker, so it never shows in task logs.
+
+    :param multimarkets_conn_id: the ``multimarkets`` connection to use.
+    """
+
+    template_fields: Sequence[str] = ("multimarkets_conn_id",)
+    ui_color = "#e8f4fd"
+
+    def __init__(self, *, multimarkets_conn_id: str = MultiMarketsHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.multimarkets_conn_id = multimarkets_conn_id
+
+    @cached_property
+    def hook(self) -> MultiMarketsHook:
+        return MultiMarketsHook(self.multimarkets_conn_id)
+
+    def execute(self, context: Context) -> str:
+        with self.hook as hook:
+            token = hook.get_msg_token()
+        self.log.info("Fetched a message-push token (%d characters, masked in logs).", len(token))
+        return token

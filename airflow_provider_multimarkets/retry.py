@@ -1,0 +1,65 @@
+"""The one place that decides whether a failed Open API call is retried, and after how long.
+
+Rules ("never double-trade"):
+
+* A request that provably never left this machine (connection refused, DNS failure, connect
+  timeout) is retried for every call, orders included.
+* A request that may have reached the server (read timeout, connection dropped mid-answer, HTTP
+  5xx, HTTP 429) is retried only when the call is idempotent. Order placement
+  (``idempotent=False``) is never retried on those.
+* Never retried: HTTP 418 (the apiKey is banned for 5+ minutes), other 4xx, error envelopes,
+  bodies that are not an envelope, configuration and TLS errors.
+
+Backoff is exponential with full jitter, bounded; a ``Retry-After`` header wins when present.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from airflow_provider_multimarkets.exceptions import (
+    MultiMarketsBannedError,
+    MultiMarketsError,
+    MultiMarketsRateLimitError,
+    MultiMarketsTransportError,
+)
+
+MAX_BACKOFF_SECONDS = 30.0
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+
+def retryable_error(exc: BaseException, *, idempotent: bool) -> bool:
+    """Whether ``exc`` may be retried for a call that is (or is not) idempotent."""
+    if not isinstance(exc, MultiMarketsError):
+        return False
+    if isinstance(exc, MultiMarketsTransportError):
+        if exc.permanent:
+            return False
+        return idempotent or not exc.maybe_sent
+    if isinstance(exc, MultiMarketsBannedError):
+        return False
+    if isinstance(exc, MultiMarketsRateLimitError):
+        return idempotent
+    status = exc.http_status
+    if status is not None and 500 <= status < 600:
+        return idempotent
+    return False
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    backoff: float = 1.0
+    max_backoff: float = MAX_BACKOFF_SECONDS
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+
+    def delay(self, attempt: int, exc: BaseException, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt + 1`` (``attempt`` counts from 0)."""
+        retry_after = getattr(exc, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), self.max_retry_after)
+        ceiling = min(self.max_backoff, self.backoff * (2**attempt))
+        # "equal jitter": never less than half the exponential step, so retries stay spread out
+        return ceiling / 2 + rand() * ceiling / 2

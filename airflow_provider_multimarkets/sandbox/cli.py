@@ -1,0 +1,106 @@
+"""``multimarkets-sandbox``: run the sandbox in the foreground and print the Airflow connection."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from airflow_provider_multimarkets.sandbox.faults import HttpFault
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="multimarkets-sandbox",
+        description="A local MultiMarkets Open API simulator: HTTP gateway and message WebSocket on one port.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8085, help="port (default 8085; 0 picks a free one)")
+    p.add_argument("--key-file", help="JSON file with apiKey/privateKey/pubKey; created when missing")
+    p.add_argument("--company-id", type=int, default=439)
+    p.add_argument("--seed", type=int, default=7, help="seed of the simulated prices and trades")
+    p.add_argument("--trade-stream-rate", type=float, default=0.0, help="synthetic trade pushes per second (0: off)")
+    p.add_argument("--trade-stream-limit", type=int, default=None, help="stop the synthetic stream after N pushes")
+    p.add_argument("--rate-limit", type=int, default=100, help="calls per window per apiKey before a 429")
+    p.add_argument("--rate-window", type=float, default=60.0, help="rate-limit window in seconds")
+    p.add_argument("--ban-seconds", type=float, default=300.0, help="first ban after calling on past a 429")
+    p.add_argument("--ping-timeout", type=float, default=60.0, help="close message sockets silent this long")
+    p.add_argument("--gateway-error-status", type=int, default=200, help="HTTP status of gateway error envelopes")
+    p.add_argument("--signature-mode", choices=("canonical", "raw"), default="canonical")
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="BIZTYPE:OPTS",
+        help="scripted answer, e.g. getMsgPushToken:status=503,times=2 or *:delay=3 (repeatable)",
+    )
+    p.add_argument("--ws-drop-after", type=int, help="drop each message connection after N pushes")
+    p.add_argument("--ws-malformed-every", type=int, help="send a malformed frame before every Nth push")
+    p.add_argument("--ws-refuse-login", action="store_true", help="refuse every message login")
+    p.add_argument("--connection-file", help="also write the connection JSON to this file")
+    p.add_argument("--quiet", action="store_true", help="do not log each request")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from airflow_provider_multimarkets.sandbox.keys import load_or_create
+    from airflow_provider_multimarkets.sandbox.server import Sandbox
+    from airflow_provider_multimarkets.sandbox.state import SandboxConfig
+
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s sandbox %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    config = SandboxConfig(
+        rate_limit=args.rate_limit,
+        rate_window=args.rate_window,
+        ban_seconds=args.ban_seconds,
+        ping_timeout=args.ping_timeout,
+        gateway_error_status=args.gateway_error_status,
+        signature_mode=args.signature_mode,
+        trade_stream_rate=args.trade_stream_rate,
+        trade_stream_limit=args.trade_stream_limit,
+        seed=args.seed,
+    )
+    keys: dict[str, Any] = load_or_create(args.key_file) if args.key_file else {}
+    sandbox = Sandbox(
+        config,
+        host=args.host,
+        port=args.port,
+        api_key=keys.get("apiKey"),
+        private_key=keys.get("privateKey"),
+        public_key=keys.get("pubKey"),
+        company_id=args.company_id,
+    )
+    for spec in args.fault:
+        biz_type, fault = HttpFault.parse(spec)
+        sandbox.state.faults.add(biz_type, fault)
+    ws = sandbox.state.faults.ws
+    ws.drop_after = args.ws_drop_after
+    ws.malformed_every = args.ws_malformed_every
+    ws.refuse_login = args.ws_refuse_login
+    sandbox.start()
+    conn = sandbox.connection_json()
+    if args.connection_file:
+        with open(args.connection_file, "w") as handle:
+            handle.write(conn)
+    print(f"MultiMarkets sandbox listening on {sandbox.base_url} (message WebSocket {sandbox.ws_url})")
+    print("Point Airflow at it with:")
+    print(f"export AIRFLOW_CONN_MULTIMARKETS_DEFAULT='{conn}'", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    sandbox.stop()
+    print(json.dumps({"stopped": True, **sandbox.state.counts()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

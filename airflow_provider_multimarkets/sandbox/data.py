@@ -1,0 +1,116 @@
+"""Seed data of the sandbox: one customer with a full-margin and an isolated-margin account, and
+a few symbols, in the shapes of the documented examples (amounts and prices as strings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COMPANY_ID = 439
+CUSTOMER_ID = 2482
+CUSTOMER_GROUP_ID = 12
+
+
+def customer_info(company_id: int, accounts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": CUSTOMER_ID,
+        "companyId": company_id,
+        "customerGroupId": CUSTOMER_GROUP_ID,
+        "customerNo": "86001308",
+        "type": 1,
+        "status": 1,
+        "kycAuditStatus": 2,
+        "kycStatus": 4,
+        "openAccountType": 0,
+        "activateStatus": 1,
+        "deposit": 1,
+        "withdraw": 1,
+        "googleId": 0,
+        "apiCheckSwitch": 0,
+        "email": "sandbox@example.invalid",
+        "country": "SANDBOX",
+        "accountList": accounts,
+    }
+
+
+def seed_accounts(company_id: int) -> list[dict[str, Any]]:
+    def account(account_id: int, trade_type: int, currency: str, balance: str, margin: str) -> dict[str, Any]:
+        equity = f"{float(balance):.2f}"
+        free = f"{float(balance) - float(margin):.2f}"
+        return {
+            "accountId": account_id,
+            "currency": currency,
+            "digits": 2,
+            "tradeType": trade_type,
+            "customerNo": "86001308",
+            "customerId": CUSTOMER_ID,
+            "companyId": company_id,
+            "balance": balance,
+            "available": free,
+            "equity": equity,
+            "netAssets": equity,
+            "margin": margin,
+            "freeMargin": free,
+            "marginRadio": "0",
+            "frozen": "0",
+            "profit": "0",
+            "interest": "0",
+            "liabilities": "0",
+            "withdrawAmount": free,
+            "status": 1,
+            "activateStatus": 1,
+            "openAccountStatus": 1,
+            "type": 1,
+        }
+
+    return [
+        account(1034123, 1, "USDT", "25000.00", "1200.50"),
+        account(1034124, 2, "CNY", "100000.00", "59371.20"),
+    ]
+
+
+_ALL_WEEK = [{"dayOfWeek": d, "startTime": 0, "endTime": 86399} for d in range(1, 8)]
+
+
+def seed_symbols() -> list[dict[str, Any]]:
+    def symbol(
+        symbol_id: int, code: str, trade_type: int, digits: int, base: str, profit: str, in_trade: int
+    ) -> dict[str, Any]:
+        return {
+            "symbolId": symbol_id,
+            "symbolCode": code,
+            "symbolName": code,
+            "tradeType": trade_type,
+            "symbolDigits": digits,
+            "baseCurrency": base,
+            "profitCurrency": profit,
+            "customerGroupIds": None,
+            "symbolGroupIds": None,
+            "askSpread": "0",
+            "bidSpread": "0",
+            "pointRatio": 0,
+            "dealMode": 4,
+            "etf": False,
+            "fundId": None,
+            "labels": "sandbox",
+            "sortNum": symbol_id % 1000,
+            "enableShortLoan": 0,
+            "enableLongLoan": 0,
+            "dividend": 0,
+            "inHolidayTime": 0,
+            "inTradeTime": in_trade,
+            "holidayTimeList": [],
+            "tradeTimeList": _ALL_WEEK if in_trade else [],
+        }
+
+    return [
+        symbol(8390, "EURAUD", 2, 5, "EUR", "AUD", 1),
+        symbol(8391, "EURUSD", 2, 5, "EUR", "USD", 1),
+        symbol(720, "BINAN_SOL_USDT", 1, 2, "SOL", "USDT", 1),
+        symbol(1061, "BTC/USDT", 1, 2, "BTC", "USDT", 1),
+        symbol(9001, "XAUUSD", 2, 2, "XAU", "USD", 0),
+    ]
+
+
+#: Starting mid prices of the seed symbols (the sandbox moves them on every fill).
+START_PRICES = {8390: 1.67094, 8391: 1.08512, 720: 22.25, 1061: 64123.5, 9001: 2351.4}
+CONTRACT_SIZES = {8390: 100000, 8391: 100000, 720: 1, 1061: 1, 9001: 100}

@@ -1,0 +1,475 @@
+"""The sandbox's web side: the Open API gateway and the message WebSocket on one aiohttp port.
+
+``Sandbox`` runs it on a background thread (tests, demo); the ``multimarkets-sandbox`` command
+runs it in the foreground.
+
+Message WebSocket acknowledgements are not documented; the sandbox answers ``login``,
+``subscribe_asset``, ``cancel_subscribe_asset`` and ``ping`` with a frame of the same ``msgCode``
+(``pong`` for ``ping``) whose ``content.code`` is ``"0"``, echoing the client's ``seqId`` and
+``trace``. A refused login is answered ``content.code`` ``GGATEWAY_CODE_005`` and the socket is
+closed with code 4001.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from airflow_provider_multimarkets.sandbox import data
+from airflow_provider_multimarkets.sandbox.faults import HttpFault
+from airflow_provider_multimarkets.sandbox.keys import generate_key_pair
+from airflow_provider_multimarkets.sandbox.state import MsgStream, SandboxConfig, SandboxState
+
+log = logging.getLogger("multimarkets.sandbox")
+
+ACK_TYPES = ("login", "subscribe_asset", "cancel_subscribe_asset", "logout")
+WS_CLOSE_AUTH = 4001
+WS_CLOSE_PING_TIMEOUT = 4008
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+class SandboxApp:
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.ws_connections: set[web.WebSocketResponse] = set()
+        self.ws_stats = {
+            "connections": 0,
+            "logins": 0,
+            "refused": 0,
+            "pings": 0,
+            "pushed": 0,
+            "drops": 0,
+            "ping_timeouts": 0,
+        }
+        self._stream_task: asyncio.Task[None] | None = None
+
+    def build(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post("/openapi-c/global/{biz_type}", self.http)
+        app.router.add_get("/openapi-c/openMsg/{app_id}", self.ws)
+        app.router.add_get("/healthz", self.health)
+        app.on_startup.append(self._start_stream)
+        app.on_shutdown.append(self._shutdown)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, **self.state.counts(), "ws": self.ws_stats})
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    async def http(self, request: web.Request) -> web.StreamResponse:
+        biz_type = request.match_info["biz_type"]
+        raw = await request.read()
+        fault = self.state.faults.take(biz_type)
+        if fault is not None and not fault.after_processing:
+            return await self._apply_fault(request, fault, None, biz_type)
+        answer = self.state.handle_http(biz_type, dict(request.headers), raw)
+        code = answer.envelope.get("code") if answer.envelope else ""
+        log.info(
+            "POST %s -> HTTP %s code=%s trace=%s company=%s",
+            biz_type,
+            answer.status,
+            code,
+            request.headers.get("trace", "-"),
+            request.headers.get("companyId", "-"),
+        )
+        if fault is not None:
+            return await self._apply_fault(request, fault, answer.envelope, biz_type)
+        return web.Response(
+            status=answer.status, text=_json(answer.envelope), content_type="application/json", headers=answer.headers
+        )
+
+    async def _apply_fault(
+        self, request: web.Request, fault: HttpFault, envelope: dict[str, Any] | None, biz_type: str
+    ) -> web.StreamResponse:
+        log.info("POST %s -> injected fault %s", biz_type, fault)
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.drop:
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+        if fault.html:
+            return web.Response(
+                status=fault.status or 502,
+                text="<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+                content_type="text/html",
+                headers=headers,
+            )
+        if fault.empty:
+            return web.Response(status=fault.status or 200, body=b"", headers=headers)
+        if fault.wrong_type:
+            return web.Response(
+                status=fault.status or 200, text='["not","an","envelope"]', content_type="application/json"
+            )
+        trace = request.headers.get("trace", "")
+        if fault.envelope:
+            body = self.state.envelope(trace, data_=biz_type, code=fault.envelope, msg=fault.msg)
+            return web.Response(
+                status=fault.status or 200, text=_json(body), content_type="application/json", headers=headers
+            )
+        if fault.truncate:
+            full = _json(envelope or self.state.envelope(trace, data_="x" * 40))
+            return web.Response(
+                status=fault.status or 200, text=full[: len(full) // 2], content_type="application/json"
+            )
+        if fault.status is not None:
+            if fault.status in (502, 503, 504):
+                return web.Response(status=fault.status, text=f"{fault.status} injected", headers=headers)
+            error = {"code": str(fault.status), "msg": fault.msg}
+            return web.Response(status=fault.status, text=_json(error), content_type="application/json", headers=headers)
+        if envelope is not None:  # a pure delay after processing
+            return web.Response(status=200, text=_json(envelope), content_type="application/json")
+        return web.Response(status=200, text=_json(self.state.envelope(trace)), content_type="application/json")
+
+    # ---- message WebSocket ----------------------------------------------------------------------
+
+    async def ws(self, request: web.Request) -> web.StreamResponse:
+        cfg = self.state.config
+        if cfg.require_app_id and request.match_info["app_id"] != cfg.require_app_id:
+            raise web.HTTPNotFound(text="unknown appId")
+        ws = web.WebSocketResponse(autoping=True, heartbeat=None)
+        await ws.prepare(request)
+        self.ws_connections.add(ws)
+        self.ws_stats["connections"] += 1
+        conn = _Connection(self, ws)
+        try:
+            await conn.run()
+        finally:
+            self.ws_connections.discard(ws)
+            conn.detach()
+        return ws
+
+    async def _start_stream(self, app: web.Application) -> None:
+        self._loop = asyncio.get_running_loop()
+        if self.state.config.trade_stream_rate > 0:
+            self._stream_task = asyncio.create_task(self._trade_stream())
+
+    async def _shutdown(self, app: web.Application) -> None:
+        if self._stream_task:
+            self._stream_task.cancel()
+        for ws in list(self.ws_connections):
+            await ws.close(code=1001, message=b"server shutdown")
+
+    async def _trade_stream(self) -> None:
+        """Synthetic trade pushes at ``trade_stream_rate`` per second to every subscribed stream."""
+        cfg = self.state.config
+        tick = 0.05 if cfg.trade_stream_rate < 2000 else 0.01
+        started = time.monotonic()
+        sent = 0
+        while cfg.trade_stream_limit is None or sent < cfg.trade_stream_limit:
+            await asyncio.sleep(tick)
+            due = int((time.monotonic() - started) * cfg.trade_stream_rate) - sent
+            if due <= 0:
+                continue
+            if cfg.trade_stream_limit is not None:
+                due = min(due, cfg.trade_stream_limit - sent)
+            with self.state.lock:
+                targets = {(s.company_id, tt) for s in self.state.streams.values() for tt in s.trade_types}
+                for _ in range(due):
+                    for company_id, trade_type in targets:
+                        self.state.publish(
+                            company_id, trade_type, "trade", self.state.synthetic_trade(company_id, trade_type)
+                        )
+            sent += due
+
+
+class _Connection:
+    """One message WebSocket connection: reader loop, ping watchdog, writer draining the stream."""
+
+    def __init__(self, app: SandboxApp, ws: web.WebSocketResponse) -> None:
+        self.app = app
+        self.state = app.state
+        self.ws = ws
+        self.stream: MsgStream | None = None
+        self.token: str | None = None
+        self.wake = asyncio.Event()
+        self.pushed = 0
+        self.writer: asyncio.Task[None] | None = None
+        self.loop = asyncio.get_running_loop()
+        self.drop_armed = False
+
+    def detach(self) -> None:
+        if self.writer:
+            self.writer.cancel()
+        if self.stream is not None and self.stream.wake is self._wake:
+            self.stream.wake = None
+            self.stream.attached = False
+
+    def _wake(self) -> None:
+        # publish() may run on another thread (tests placing orders through the state)
+        self.loop.call_soon_threadsafe(self.wake.set)
+
+    async def send(self, obj: Any) -> None:
+        if not self.ws.closed:
+            await self.ws.send_str(_json(obj))
+
+    def ack(
+        self, frame: dict[str, Any], msg_code: str, code: str = "0", msg: str = "Success", **extra: Any
+    ) -> dict[str, Any]:
+        return {
+            "msgCode": msg_code,
+            "timestamp": int(self.state.clock() * 1000),
+            "trace": frame.get("trace", ""),
+            "seqId": frame.get("seqId"),
+            "content": {"code": code, "msg": msg, **extra},
+        }
+
+    async def run(self) -> None:
+        cfg = self.state.config
+        last_ping = time.monotonic()
+        while True:
+            remaining = cfg.ping_timeout - (time.monotonic() - last_ping)
+            if remaining <= 0:
+                self.app.ws_stats["ping_timeouts"] += 1
+                await self.ws.close(code=WS_CLOSE_PING_TIMEOUT, message=b"no ping within timeout")
+                return
+            try:
+                msg = await self.ws.receive(timeout=remaining)
+            except asyncio.TimeoutError:
+                continue
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
+            if msg.type != WSMsgType.TEXT:
+                continue
+            if self.state.faults.ws.silent:
+                continue
+            try:
+                frame = json.loads(msg.data)
+                head = frame["head"]
+                msg_type = head["msgType"]
+            except (ValueError, KeyError, TypeError):
+                await self.send(
+                    {
+                        "msgCode": "error",
+                        "timestamp": int(self.state.clock() * 1000),
+                        "content": {"code": "GGATEWAY_CODE_015", "msg": "illegal request params"},
+                    }
+                )
+                continue
+            if msg_type == "ping":
+                last_ping = time.monotonic()
+                self.app.ws_stats["pings"] += 1
+                await self.send(self.ack(frame, "pong"))
+                continue
+            if msg_type == "login":
+                if not await self.login(frame, head):
+                    return
+                continue
+            if self.stream is None or head.get("token") != self.token:
+                await self.send(
+                    self.ack(frame, "error", "GGATEWAY_CODE_001", "not logged in: send login with the msg token first")
+                )
+                continue
+            if msg_type in ("subscribe_asset", "cancel_subscribe_asset"):
+                types = str((frame.get("data") or {}).get("tradeTypes", ""))
+                wanted = {t.strip() for t in types.split(",") if t.strip()}
+                if not wanted or not wanted <= {"1", "2", "5", "6"}:
+                    await self.send(self.ack(frame, msg_type, "CFDWBWE000007", f"tradeTypes {types!r} is not valid"))
+                    continue
+                with self.state.lock:
+                    if msg_type == "subscribe_asset":
+                        self.stream.trade_types |= wanted
+                    else:
+                        self.stream.trade_types -= wanted
+                await self.send(self.ack(frame, msg_type, tradeTypes=",".join(sorted(self.stream.trade_types))))
+            elif msg_type == "logout":
+                await self.send(self.ack(frame, "logout"))
+                await self.ws.close(code=1000, message=b"logout")
+                return
+            else:
+                await self.send(self.ack(frame, "error", "GGATEWAY_CODE_016", f"msgType {msg_type!r} not supported"))
+
+    async def login(self, frame: dict[str, Any], head: dict[str, Any]) -> bool:
+        token = str(head.get("token") or "")
+        stream = None if self.state.faults.ws.refuse_login else self.state.stream_for_token(token)
+        if stream is None:
+            self.app.ws_stats["refused"] += 1
+            await self.send(
+                self.ack(
+                    frame,
+                    "login",
+                    "GGATEWAY_CODE_005",
+                    "msg token invalid or expired: fetch a new one with getMsgPushToken",
+                )
+            )
+            await self.ws.close(code=WS_CLOSE_AUTH, message=b"login refused")
+            return False
+        self.app.ws_stats["logins"] += 1
+        with self.state.lock:
+            resumed = stream.connections > 0
+            stream.connections += 1
+            stream.attached = True
+            stream.wake = self._wake
+            if resumed and self.state.config.redeliver_on_resume:
+                tail = list(stream.delivered)[-self.state.config.redeliver_on_resume :]
+                stream.outbox.extendleft(reversed(tail))
+        self.stream, self.token = stream, token
+        await self.send(self.ack(frame, "login"))
+        faults = self.state.faults.ws
+        if faults.drop_after is not None and (faults.drop_times is None or faults.drops_done < faults.drop_times):
+            faults.drops_done += 1
+            self.drop_armed = True
+        self.writer = asyncio.create_task(self.write_loop())
+        self.wake.set()
+        return True
+
+    async def write_loop(self) -> None:
+        faults = self.state.faults.ws
+        stream = self.stream
+        assert stream is not None
+        while not self.ws.closed:
+            await self.wake.wait()
+            self.wake.clear()
+            while stream.outbox and not self.ws.closed:
+                if faults.silent:
+                    break
+                with self.state.lock:
+                    frame = stream.outbox.popleft()
+                    stream.delivered.append(frame)
+                self.pushed += 1
+                stream.pushed += 1
+                self.app.ws_stats["pushed"] += 1
+                if faults.malformed_every and self.pushed % faults.malformed_every == 0:
+                    await self.ws.send_str('{"msgCode":"trade","content":')
+                await self.ws.send_str(_json(frame))
+                if self.drop_armed and faults.drop_after is not None and self.pushed >= faults.drop_after:
+                    self.app.ws_stats["drops"] += 1
+                    self.drop_armed = False
+                    if self.ws._req is not None and self.ws._req.transport is not None:
+                        self.ws._req.transport.abort()  # an abrupt drop, no close frame
+                    return
+                if stream.pushed % 256 == 0:
+                    await asyncio.sleep(0)
+
+
+class Sandbox:
+    """A sandbox on a background thread, on 127.0.0.1 and a free port (or the one given).
+
+    >>> with Sandbox() as sb:
+    ...     os.environ["AIRFLOW_CONN_MULTIMARKETS_DEFAULT"] = sb.connection_json()
+    """
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        private_key: str | None = None,
+        public_key: str | None = None,
+        company_id: int = data.COMPANY_ID,
+        clock: Any = None,
+    ) -> None:
+        import uuid
+
+        self.state = SandboxState(config, **({"clock": clock} if clock else {}))
+        if private_key is None or public_key is None:
+            private_key, public_key = generate_key_pair()
+        self.api_key = api_key or uuid.uuid4().hex
+        self.private_key = private_key
+        self.public_key = public_key
+        self.company_id = company_id
+        self.state.register_key(self.api_key, public_key, company_id)
+        self.host = host
+        self.port = port
+        self.app = SandboxApp(self.state)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/openapi-c"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/openapi-c/openMsg/{{appId}}"
+
+    def connection(self, **extra: Any) -> dict[str, Any]:
+        """The Airflow connection (JSON form) that points at this sandbox."""
+        return {
+            "conn_type": "multimarkets",
+            "host": self.base_url,
+            "login": self.api_key,
+            "password": self.private_key,
+            "extra": {
+                "company_id": self.company_id,
+                "lang": "en-US",
+                "msg_ws_url": self.ws_url,
+                "app_id": str(self.company_id),
+                **extra,
+            },
+        }
+
+    def connection_json(self, **extra: Any) -> str:
+        return json.dumps(self.connection(**extra))
+
+    def add_fault(self, biz_type: str, **kwargs: Any) -> HttpFault:
+        return self.state.faults.add(biz_type, HttpFault(**kwargs))
+
+    def start(self) -> Sandbox:
+        self._thread = threading.Thread(target=self._run, name="multimarkets-sandbox", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(20):
+            raise RuntimeError("sandbox did not start within 20 s")
+        if self._error is not None:
+            raise RuntimeError(f"sandbox failed to start: {self._error}") from self._error
+        return self
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._cleanup())
+        loop.close()
+
+    async def _serve(self) -> None:
+        self._runner = web.AppRunner(self.app.build(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server: Any = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
+        if self.port == 0 and server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def _cleanup(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def call_soon(self, fn: Any, *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,492 @@
+"""The rules of the simulated gateway, independent of the web library.
+
+``SandboxState.handle_http`` applies the gateway rules in the order a gateway would (headers,
+apiKey, ban, rate limit, time window, signature, company) and then the endpoint's own validation.
+The message hub keeps one stream per msg token, so a client that reconnects with the same token
+resumes where it was (at-least-once: the last delivered pushes are sent again and carry the same
+``seqId``, which is how a client recognises duplicates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_multimarkets.sandbox import data
+from airflow_provider_multimarkets.sandbox.faults import FaultPlan
+from airflow_provider_multimarkets.signing import canonical_json, string_to_sign, verify
+
+log = logging.getLogger("multimarkets.sandbox")
+
+BIZ_TOKEN = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
+BIZ_CUSTOMER = "customer.app.CustomerWebApiService.findCustomerInfo"
+BIZ_SYMBOLS = "config.app.AppSymbolDubboService.getSymbolBaseList"
+BIZ_ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
+BIZ_ORDER_ISOLATED = "tradeapi.app.OrderApiService.addMarketOrder"
+REQUIRED_HEADERS = ("companyId", "trace", "timestamp", "apiKey", "signature")
+TRADE_TYPES = {"1", "2", "5", "6"}
+ORDER_BIZ_TYPES = {
+    1: "POSITION_OPEN",
+    2: "POSITION_CLOSE",
+    12: "ME_POSITION_LIMIT_OPEN",
+    13: "ME_POSITION_LIMIT_OPEN",
+    14: "ME_POSITION_LIMIT_CLOSE",
+}
+
+
+@dataclass
+class SandboxConfig:
+    rate_limit: int = 100
+    """Calls per ``rate_window`` seconds per apiKey before a 429."""
+    rate_window: float = 60.0
+    ban_seconds: float = 300.0
+    """First ban after calling on past a 429; each later ban adds this much again (5, 10, 15 min)."""
+    default_recv_window: int = 5000
+    max_recv_window: int = 60000
+    gateway_error_status: int = 200
+    """HTTP status of gateway error envelopes (00012001...); the docs leave it open."""
+    signature_mode: str = "canonical"
+    """``canonical``: the server re-canonicalises the parsed body; ``raw``: it signs the raw text."""
+    token_ttl: float = 24 * 3600.0
+    ping_timeout: float = 60.0
+    """A message connection that sends no ping for this long is closed."""
+    redeliver_on_resume: int = 1
+    """Pushes sent again, with their seqId, when a token's stream resumes on a new connection."""
+    order_push_delay: float = 0.0
+    trade_stream_rate: float = 0.0
+    """Synthetic trade pushes per second to every subscribed stream (0: off)."""
+    trade_stream_limit: int | None = None
+    require_app_id: str | None = None
+    seed: int = 7
+
+
+@dataclass
+class ApiKeyRecord:
+    api_key: str
+    public_key: str
+    company_id: int
+    calls: deque[float] = field(default_factory=deque)
+    over_limit: bool = False
+    banned_until: float = 0.0
+    bans: int = 0
+
+
+@dataclass
+class MsgStream:
+    """The message stream of one msg token: subscription, outbox and delivered tail."""
+
+    token: str
+    company_id: int
+    issued_at: float
+    trade_types: set[str] = field(default_factory=set)
+    next_seq: int = 1
+    outbox: deque[dict[str, Any]] = field(default_factory=deque)
+    delivered: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
+    connections: int = 0
+    attached: bool = False
+    wake: Callable[[], None] | None = None
+    pushed: int = 0
+
+
+class BizError(Exception):
+    def __init__(self, code: str, msg: str, msg_params: str | None = None) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.msg_params = msg_params
+
+
+@dataclass
+class HttpAnswer:
+    status: int
+    envelope: dict[str, Any] | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class SandboxState:
+    def __init__(self, config: SandboxConfig | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config or SandboxConfig()
+        self.clock = clock
+        self.faults = FaultPlan()
+        self.lock = threading.RLock()
+        self.keys: dict[str, ApiKeyRecord] = {}
+        self.streams: dict[str, MsgStream] = {}
+        self.requests: Counter[str] = Counter()
+        self.answers: Counter[str] = Counter()
+        self.orders: list[dict[str, Any]] = []
+        self.rng = random.Random(self.config.seed)
+        self.accounts: dict[int, list[dict[str, Any]]] = {}
+        self.symbols = {s["symbolId"]: s for s in data.seed_symbols()}
+        self.prices = dict(data.START_PRICES)
+        self._next_order = 21257491
+        self._next_position = 2023102650229
+        self.on_publish: Callable[[MsgStream], None] | None = None
+
+    # ---- setup ------------------------------------------------------------------------------
+
+    def register_key(self, api_key: str, public_key: str, company_id: int = data.COMPANY_ID) -> None:
+        with self.lock:
+            self.keys[api_key] = ApiKeyRecord(api_key, public_key, company_id)
+
+    def accounts_of(self, company_id: int) -> list[dict[str, Any]]:
+        if company_id not in self.accounts:
+            self.accounts[company_id] = data.seed_accounts(company_id)
+        return self.accounts[company_id]
+
+    # ---- HTTP gateway -------------------------------------------------------------------------
+
+    def envelope(
+        self,
+        trace: str,
+        *,
+        data_: Any = None,
+        code: str = "0",
+        msg: str = "Success",
+        msg_params: str | None = None,
+        started: float | None = None,
+    ) -> dict[str, Any]:
+        ok = code == "0"
+        return {
+            "code": code,
+            "msg": msg,
+            "bizCode": "" if ok else "MS",
+            "tm": int(((self.clock() - started) if started else 0) * 1000),
+            "trace": trace,
+            "msgParams": msg_params,
+            "data": data_,
+            "ok": ok,
+            "fail": not ok,
+        }
+
+    def handle_http(self, biz_type: str, headers: dict[str, str], raw_body: bytes) -> HttpAnswer:
+        """Apply the gateway rules and the endpoint, return status and envelope."""
+        started = self.clock()
+        with self.lock:
+            self.requests[biz_type] += 1
+            answer = self._handle(biz_type, {k.lower(): v for k, v in headers.items()}, raw_body, started)
+            code = answer.envelope.get("code") if answer.envelope else str(answer.status)
+            self.answers[f"{biz_type}:{answer.status}:{code}"] += 1
+        return answer
+
+    def _gateway_error(self, trace: str, code: str, msg: str, biz_type: str) -> HttpAnswer:
+        return HttpAnswer(self.config.gateway_error_status, self.envelope(trace, data_=biz_type, code=code, msg=msg))
+
+    def _handle(self, biz_type: str, headers: dict[str, str], raw: bytes, started: float) -> HttpAnswer:
+        trace = headers.get("trace", "")
+        for name in REQUIRED_HEADERS:
+            if not headers.get(name.lower()):
+                code = {"companyId": "GGATEWAY_CODE_003", "trace": "GGATEWAY_CODE_004"}.get(name, "GGATEWAY_CODE_009")
+                return self._gateway_error(trace, code, f"request header {name} is empty", biz_type)
+        record = self.keys.get(headers["apikey"])
+        if record is None:
+            return self._gateway_error(trace, "00012003", "API_KEY does not exist", biz_type)
+
+        now = self.clock()
+        limited = self._rate_limit(record, now, trace, biz_type)
+        if limited is not None:
+            return limited
+
+        try:
+            ts = int(headers["timestamp"])
+            window = int(headers.get("recvwindow") or self.config.default_recv_window)
+        except ValueError:
+            return self._gateway_error(trace, "00012002", "timestamp/recvWindow must be milliseconds", biz_type)
+        window = min(window, self.config.max_recv_window)
+        if abs(now * 1000 - ts) > window:
+            return self._gateway_error(trace, "00012002", "request outside the time window", biz_type)
+
+        try:
+            text = raw.decode("utf-8")
+            body = json.loads(text) if text.strip() else {}
+        except ValueError:
+            return self._gateway_error(trace, "GGATEWAY_CODE_015", "request body is not JSON", biz_type)
+        if not isinstance(body, dict):
+            return self._gateway_error(trace, "GGATEWAY_CODE_015", "request body must be a JSON object", biz_type)
+        if self.config.signature_mode == "raw":
+            signed = string_to_sign(text, ts)
+        else:
+            signed = string_to_sign(canonical_json(body), ts)
+        if not verify(record.public_key, signed, headers["signature"]):
+            return self._gateway_error(trace, "00012001", "signature verification failed", biz_type)
+        if headers["companyid"].strip() != str(record.company_id):
+            return self._gateway_error(trace, "00012004", "no permission for this company", biz_type)
+
+        handler = self.endpoints().get(biz_type)
+        if handler is None:
+            return self._gateway_error(trace, "GGATEWAY_CODE_002", "invalid business type", biz_type)
+        try:
+            result = handler(record, body, headers)
+        except BizError as exc:
+            return HttpAnswer(
+                200,
+                self.envelope(
+                    trace, data_=None, code=exc.code, msg=exc.msg, msg_params=exc.msg_params, started=started
+                ),
+            )
+        return HttpAnswer(200, self.envelope(trace, data_=result, started=started))
+
+    def _rate_limit(self, record: ApiKeyRecord, now: float, trace: str, biz_type: str) -> HttpAnswer | None:
+        cfg = self.config
+        if now < record.banned_until:
+            return HttpAnswer(
+                418,
+                self.envelope(trace, data_=biz_type, code="00012005", msg="API key disabled for calling on after 429"),
+                {"Retry-After": str(int(record.banned_until - now) + 1)},
+            )
+        calls = record.calls
+        while calls and now - calls[0] >= cfg.rate_window:
+            calls.popleft()
+        if len(calls) < cfg.rate_limit:
+            record.over_limit = False
+            calls.append(now)
+            return None
+        retry_after = cfg.rate_window - (now - calls[0])
+        if record.over_limit:
+            record.bans += 1
+            record.banned_until = now + cfg.ban_seconds * record.bans
+            log.warning(
+                "apiKey %s... banned for %.0f s (call after 429)", record.api_key[:6], cfg.ban_seconds * record.bans
+            )
+            return HttpAnswer(
+                418,
+                self.envelope(trace, data_=biz_type, code="00012005", msg="API key disabled for calling on after 429"),
+                {"Retry-After": str(int(cfg.ban_seconds * record.bans))},
+            )
+        record.over_limit = True
+        return HttpAnswer(
+            429,
+            self.envelope(trace, data_=biz_type, code="00012005", msg="requests too frequent"),
+            {"Retry-After": f"{max(retry_after, 0.001):.3f}"},
+        )
+
+    def endpoints(self) -> dict[str, Callable[[ApiKeyRecord, dict[str, Any], dict[str, str]], Any]]:
+        return {
+            BIZ_TOKEN: self._msg_token,
+            BIZ_CUSTOMER: self._customer_info,
+            BIZ_SYMBOLS: self._symbols,
+            BIZ_ORDER_CROSS: lambda r, b, h: self._order(r, b, isolated=False),
+            BIZ_ORDER_ISOLATED: lambda r, b, h: self._order(r, b, isolated=True),
+        }
+
+    # ---- endpoints ------------------------------------------------------------------------------
+
+    def _msg_token(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> str:
+        token = f"{uuid.uuid4()}push"
+        self.streams[token] = MsgStream(token=token, company_id=record.company_id, issued_at=self.clock())
+        return token
+
+    def _customer_info(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        return data.customer_info(record.company_id, [dict(a) for a in self.accounts_of(record.company_id)])
+
+    def _symbols(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> list[dict[str, Any]]:
+        group = body.get("customerGroupId")
+        if group is None or group == "":
+            raise BizError("CFDWBWE000005", "customerGroupId must not be empty")
+        if isinstance(group, bool) or not isinstance(group, (int, str)) or not str(group).isdigit():
+            raise BizError("CFDWBWE000006", "customerGroupId has a wrong format")
+        return [dict(s) for s in self.symbols.values()]
+
+    def _order(self, record: ApiKeyRecord, body: dict[str, Any], *, isolated: bool) -> dict[str, Any]:
+        required = [
+            "tradeType",
+            "bizType",
+            "direction",
+            "symbolId",
+            "requestTime",
+            "requestPrice",
+            "requestNum",
+            "accountCurrency",
+            "accountDigits",
+        ]
+        if isolated:
+            required.append("entryType")
+        for name in required:
+            if body.get(name) in (None, ""):
+                raise BizError("CFDWBWE000005", f"{name} must not be empty")
+        for name in ("tradeType", "bizType", "direction", "symbolId", "requestTime", "accountDigits") + (
+            ("entryType",) if isolated else ()
+        ):
+            if isinstance(body[name], bool) or not isinstance(body[name], int):
+                raise BizError("CFDWBWE000006", f"{name} has a wrong format")
+        price, num = str(body["requestPrice"]), str(body["requestNum"])
+        if not price.isdigit():
+            raise BizError("CFDWBWE000006", "requestPrice must be the price times 10^symbolDigits as an integer string")
+        try:
+            lots = float(num)
+        except ValueError:
+            raise BizError("CFDWBWE000006", "requestNum has a wrong format") from None
+        expected_type = 2 if isolated else 1
+        if body["tradeType"] != expected_type:
+            raise BizError("CFDWBWE000007", f"tradeType must be {expected_type} for this interface")
+        allowed = {1, 2, 13, 14} if isolated else {1, 2, 10, 11, 12}
+        if body["bizType"] not in allowed or body["direction"] not in (1, 2):
+            raise BizError("CFDWBWE000007", "parameter validation failed (bizType/direction)")
+        if isolated and body["entryType"] not in (1, 2):
+            raise BizError("CFDWBWE000007", "entryType must be 1 (quantity) or 2 (amount)")
+        symbol = self.symbols.get(body["symbolId"])
+        if symbol is None or symbol["tradeType"] != expected_type:
+            raise BizError("CFDWBWE000013", "product not configured")
+        if not symbol["inTradeTime"]:
+            raise BizError("CFDWBWE000016", "outside trading hours; trading refused")
+        if not 0.01 <= lots <= 100 or abs(round(lots * 100) - lots * 100) > 1e-6:
+            raise BizError(
+                "CFDWBWE000026", "quantity must be within %s-%s lots and a multiple of %s lots", "0.01,100,0.01"
+            )
+        accounts = [a for a in self.accounts_of(record.company_id) if a["tradeType"] == expected_type]
+        if body.get("accountId") is not None:
+            accounts = [a for a in accounts if a["accountId"] == body["accountId"]]
+        if not accounts:
+            raise BizError("CFDWBWE000007", "account not found for this tradeType")
+        account = accounts[0]
+        if body["accountCurrency"] != account["currency"]:
+            raise BizError("CFDWBWE000007", "accountCurrency does not match the account")
+        return self.place_order(record, body, symbol, account, lots)
+
+    def place_order(
+        self, record: ApiKeyRecord, body: dict[str, Any], symbol: dict[str, Any], account: dict[str, Any], lots: float
+    ) -> dict[str, Any]:
+        digits = symbol["symbolDigits"]
+        mid = self.prices[symbol["symbolId"]] * (1 + self.rng.uniform(-0.0005, 0.0005))
+        self.prices[symbol["symbolId"]] = mid
+        fill = f"{mid:.{digits}f}"
+        self._next_order += 1
+        self._next_position += 1
+        order = {
+            "orderId": self._next_order,
+            "positionId": self._next_position,
+            "tradeVolume": f"{lots:g}",
+            "openPrice": fill,
+            "executePrice": fill,
+            "openDirection": body["direction"],
+            "direction": body["direction"],
+            "openOrClose": 1 if body["bizType"] in (1, 12, 13) else 2,
+            "symbolName": symbol["symbolName"],
+            "symbolId": symbol["symbolId"],
+            "stopLoss": "0",
+            "takeProfit": "0",
+            "digits": digits,
+            "fee": "0",
+            "interest": "0",
+            "profit": "0",
+        }
+        self.orders.append({"request": dict(body), "response": order, "company_id": record.company_id})
+        content = self.trade_content(record.company_id, account, symbol, order, body, lots)
+        self.publish(record.company_id, str(body["tradeType"]), "trade", content)
+        return order
+
+    def trade_content(
+        self,
+        company_id: int,
+        account: dict[str, Any],
+        symbol: dict[str, Any],
+        order: dict[str, Any],
+        body: dict[str, Any],
+        lots: float,
+    ) -> dict[str, Any]:
+        now = str(int(self.clock() * 1000))
+        contract = data.CONTRACT_SIZES.get(symbol["symbolId"], 1)
+        return {
+            "accountId": account["accountId"],
+            "companyId": company_id,
+            "bizType": ORDER_BIZ_TYPES.get(body["bizType"], "POSITION_OPEN"),
+            "customerId": data.CUSTOMER_ID,
+            "paramMap": {
+                "date": now,
+                "orderType": "1",
+                "symbolId": str(symbol["symbolId"]),
+                "dealExecuteTime": now,
+                "orderBizType": str(body["bizType"]),
+                "orderId": str(order["orderId"]),
+                "pendingId": "0",
+                "dealId": str(order["orderId"] + 5000),
+                "accountCurrency": account["currency"],
+                "orderStatus": "2",
+                "dealExecuteNum": f"{lots * contract:.1f}",
+                "source": str(body.get("source") or "OpenAPI"),
+                "dealPrice": order["executePrice"],
+                "requestAmount": f"{lots:g}",
+                "currency": account["currency"],
+                "symbolName": symbol["symbolName"],
+                "contractSize": str(contract),
+                "commission": "0",
+                "direction": str(body["direction"]),
+                "dealAmount": f"{lots:g}",
+                "accountId": str(account["accountId"]),
+                "companyId": str(company_id),
+                "positionId": str(order["positionId"]),
+                "dealExecutePrice": order["executePrice"],
+                "playType": str(body["tradeType"]),
+                "orderDirection": str(body["direction"]),
+                "symbolDigits": str(symbol["symbolDigits"]),
+                "takeProfitMsg": "--",
+                "stopLossMsg": "--",
+            },
+            "tradeType": body["tradeType"],
+        }
+
+    def synthetic_trade(self, company_id: int, trade_type: str) -> dict[str, Any]:
+        """A trade push as if an order had been filled on another client (trade-stream mode)."""
+        candidates = [s for s in self.symbols.values() if str(s["tradeType"]) == trade_type and s["inTradeTime"]]
+        if not candidates:
+            candidates = [s for s in self.symbols.values() if s["inTradeTime"]]
+        symbol = self.rng.choice(candidates)
+        account = next(
+            (a for a in self.accounts_of(company_id) if str(a["tradeType"]) == trade_type),
+            self.accounts_of(company_id)[0],
+        )
+        lots = self.rng.choice((0.01, 0.05, 0.1, 0.5, 1.0))
+        direction = self.rng.choice((1, 2))
+        body = {
+            "bizType": 1,
+            "direction": direction,
+            "tradeType": int(trade_type) if trade_type.isdigit() else 2,
+            "source": "H5",
+        }
+        digits = symbol["symbolDigits"]
+        mid = self.prices[symbol["symbolId"]] * (1 + self.rng.uniform(-0.0005, 0.0005))
+        self.prices[symbol["symbolId"]] = mid
+        self._next_order += 1
+        self._next_position += 1
+        order = {"orderId": self._next_order, "positionId": self._next_position, "executePrice": f"{mid:.{digits}f}"}
+        return self.trade_content(company_id, account, symbol, order, body, lots)
+
+    # ---- message hub --------------------------------------------------------------------------
+
+    def stream_for_token(self, token: str) -> MsgStream | None:
+        stream = self.streams.get(token)
+        if stream is None or self.clock() - stream.issued_at > self.config.token_ttl:
+            return None
+        return stream
+
+    def publish(self, company_id: int, trade_type: str, msg_code: str, content: dict[str, Any]) -> int:
+        """Queue a push on every stream of the company subscribed to ``trade_type``."""
+        count = 0
+        with self.lock:
+            for stream in self.streams.values():
+                if stream.company_id != company_id or trade_type not in stream.trade_types:
+                    continue
+                frame = {
+                    "msgCode": msg_code,
+                    "timestamp": int(self.clock() * 1000),
+                    "trace": f"x-{int(self.clock() * 1000)}-{stream.next_seq}_sandbox",
+                    "seqId": stream.next_seq,
+                    "content": content,
+                }
+                stream.next_seq += 1
+                stream.outbox.append(frame)
+                count += 1
+                if stream.wake is not None:
+                    stream.wake()
+        return count
+
+    def counts(self) -> dict[str, Any]:
+        with self.lock:
+            return {"requests": dict(self.requests), "answers": dict(self.answers), "orders": len(self.orders)}
