@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, Context
+    from airflow.sdk import BaseHook, BaseOperator, Context
 except ImportError:  # pragma: no cover - Airflow 2.x
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
     from airflow.models import BaseOperator  # type: ignore[no-redef,assignment]
-    from airflow.models.baseoperatorlink import BaseOperatorLink  # type: ignore[no-redef,assignment]
     from airflow.utils.context import Context  # type: ignore[no-redef,attr-defined,assignment]
 
-__all__ = ["BaseHook", "BaseOperator", "BaseOperatorLink", "Context", "mask_secret"]
+__all__ = ["BaseHook", "BaseOperator", "Context", "airflow_version", "default_deferrable", "mask_secret"]
 
 
 def mask_secret(value: Any) -> None:

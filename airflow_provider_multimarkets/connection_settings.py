@@ -93,7 +93,7 @@ def normalize_base_url(host: str | None, port: int | None = None) -> str:
     if re.search(r"\s", raw):
         raise _fail("host", "contains white space", "Enter a URL such as " + PRE_BASE_URL)
     if "://" not in raw:
-        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", raw) or raw.startswith("//"):
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/|^https?:?//?|^//", raw, re.IGNORECASE):
             raise _fail("host", f"has a malformed scheme ({raw.split('/')[0]!r})", "Write it as https://HOST/openapi-c")
         raw = "https://" + raw
     parts = urlsplit(raw)

@@ -56,13 +56,20 @@ _REGISTRY: dict[tuple[str, int, float], SlidingWindowLimiter] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def limiter_for(api_key: str, limit: int, window: float = 60.0) -> SlidingWindowLimiter | None:
+#: Added to the window: the gateway counts a call when it arrives, the limiter when it is sent, so
+#: network jitter could otherwise squeeze ``limit + 1`` arrivals into one server-side window.
+SAFETY_MARGIN_SECONDS = 0.5
+
+
+def limiter_for(
+    api_key: str, limit: int, window: float = 60.0, margin: float = SAFETY_MARGIN_SECONDS
+) -> SlidingWindowLimiter | None:
     """The process-wide limiter of an apiKey, or ``None`` when ``limit`` is 0 (limiting off)."""
     if limit <= 0:
         return None
-    key = (hashlib.sha256(api_key.encode()).hexdigest()[:16], limit, window)
+    key = (hashlib.sha256(api_key.encode()).hexdigest()[:16], limit, window + margin)
     with _REGISTRY_LOCK:
         limiter = _REGISTRY.get(key)
         if limiter is None:
-            limiter = _REGISTRY[key] = SlidingWindowLimiter(limit, window)
+            limiter = _REGISTRY[key] = SlidingWindowLimiter(limit, window + margin)
         return limiter

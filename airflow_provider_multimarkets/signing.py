@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 KEY_ORDERS = ("java", "case_insensitive")
+_B64_ALPHABET = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,14 @@ def load_private_key(secret_key: str) -> RSAPrivateKey:
             ) from None
     else:
         compact = "".join(secret.split())
+        if _B64_ALPHABET.fullmatch(compact) and len(compact.rstrip("=")) % 4 not in (0, 2, 3):
+            raise MultiMarketsConfigError(
+                f"The secretKey (connection password) is incomplete base64 ({len(compact)} characters); it may be "
+                "truncated. Paste the complete privateKey returned by applyApi (a 1024-bit key is about 848 "
+                "base64 characters)."
+            )
         try:
-            der = base64.b64decode(compact, validate=True)
+            der = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise MultiMarketsConfigError(
                 "The secretKey (connection password) is not valid base64. Paste the privateKey the "

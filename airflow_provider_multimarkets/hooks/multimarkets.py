@@ -15,12 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_multimarkets import __version__
 from airflow_provider_multimarkets._compat import BaseHook, airflow_version, mask_secret
-from airflow_provider_multimarkets.connection_settings import (
-    DEFAULT_LANG,
-    PRE_BASE_URL,
-    ConnectionSettings,
-    settings_from_connection,
-)
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
     MultiMarketsError,
@@ -30,6 +24,7 @@ from airflow_provider_multimarkets.exceptions import (
 if TYPE_CHECKING:
     import requests
 
+    from airflow_provider_multimarkets.connection_settings import ConnectionSettings
     from airflow_provider_multimarkets.rate_limit import SlidingWindowLimiter
     from airflow_provider_multimarkets.retry import RetryPolicy
     from airflow_provider_multimarkets.signing import Signer
@@ -84,6 +79,8 @@ class MultiMarketsHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The validated connection settings; the secretKey is registered with the masker."""
+        from airflow_provider_multimarkets.connection_settings import settings_from_connection
+
         try:
             conn = self.get_connection(self.multimarkets_conn_id)
         except MultiMarketsError:
@@ -390,6 +387,8 @@ def transport_error(exc: BaseException, url: str, timeout: tuple[float, float]) 
     import requests
     from urllib3.exceptions import NewConnectionError
 
+    from airflow_provider_multimarkets.connection_settings import PRE_BASE_URL
+
     name = type(exc).__name__
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     if isinstance(exc, requests.exceptions.SSLError):
@@ -437,4 +436,4 @@ def transport_error(exc: BaseException, url: str, timeout: tuple[float, float]) 
     )
 
 
-__all__ = ["DEFAULT_LANG", "MultiMarketsHook", "new_trace", "transport_error"]
+__all__ = ["MultiMarketsHook", "new_trace", "transport_error"]

@@ -127,7 +127,9 @@ class SandboxApp:
             if fault.status in (502, 503, 504):
                 return web.Response(status=fault.status, text=f"{fault.status} injected", headers=headers)
             error = {"code": str(fault.status), "msg": fault.msg}
-            return web.Response(status=fault.status, text=_json(error), content_type="application/json", headers=headers)
+            return web.Response(
+                status=fault.status, text=_json(error), content_type="application/json", headers=headers
+            )
         if envelope is not None:  # a pure delay after processing
             return web.Response(status=200, text=_json(envelope), content_type="application/json")
         return web.Response(status=200, text=_json(self.state.envelope(trace)), content_type="application/json")
@@ -450,7 +452,7 @@ class Sandbox:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
-        server: Any = site._server  # noqa: SLF001 - aiohttp exposes no public accessor for the bound port
+        server: Any = site._server
         if self.port == 0 and server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
 

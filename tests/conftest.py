@@ -1,0 +1,132 @@
+"""Shared fixtures: an isolated Airflow home with a SQLite metadata DB, and a sandbox per test.
+
+The Airflow environment is set before anything imports Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_HOME = Path(tempfile.mkdtemp(prefix="mm-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_HOME)
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+DAGS_FOLDER = _HOME / "dags"
+DAGS_FOLDER.mkdir()
+for _dag_file in [*sorted((ROOT / "example_dags").glob("*.py")), *sorted((ROOT / "tests" / "dags").glob("*.py"))]:
+    (DAGS_FOLDER / _dag_file.name).symlink_to(_dag_file)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(DAGS_FOLDER)
+os.environ["AIRFLOW__LOGGING__BASE_LOG_FOLDER"] = str(_HOME / "logs")
+os.environ["AIRFLOW__CORE__EXECUTOR"] = "LocalExecutor"
+os.environ.pop("AIRFLOW_CONN_MULTIMARKETS_DEFAULT", None)
+
+# The SIGN-DEMO key pair published with the official signing demo (digest §12.2).
+DEMO_PRIVATE_KEY = "MIICdwIBADANBgkqhkiG9w0BAQEFAASCAmEwggJdAgEAAoGBAMElXgnHKpoM/y/5R7edOjcK52tAHjLaKExjxRJnTb03gIZfXLJ+SKhcU6wmvS/fpyOhQ2xLtM4cxWbKzECl+8pEn7OBRAw7KTFQCCIcbXTuGE8w3yF59PH56gzrQ/S1CRVIBBYFFKEdds0MKaenAbipPkecxrnly35bA1RwstQNAgMBAAECgYAOTu1bfhSq2uGgtS/Z61zfrQAd0t8p1z17Az0bMunwZYcw7SmZ038gcc6FB02mmUPxgMXU5Prc9gatqcJd263+WgQqSWCSBzMS1FK6t5RHHw6JK9SoAdan3GL5dbCeeprJbXFtXrnc6nRc6NOrPlI7VH8j+OKNj0Rh7Zqee/AbJQJBAOdx/rheoByOOgSXsSpiLcB6bS/zjXWJeR1kEwn3gM+g3D/vhoQKrJEcjy45b2dzDpxUjuEEGCflmAcKujy8S/cCQQDVoyu2jdFfI/RtKAq9eS5uOl7zzL19L/TuTT9lEIsjTBBQArH7GDYFZ2eeUQbXceR9GIU3OWg5SYwpcUty8XcbAkBO/jlR8/nxxRlIN/3f2WKEL0TU+OtvElykC2P0IuVz+BM0PyxKJNqBLJ4xyKidRkfWU4XwhtU3yMT6ok6uLBZBAkEAhStVUFJOtNOgxXo0V692NdfE4Iw7ghGmx/T3E3SghrwfXwCPGUoaQnwWpyUy8pFYMHJcd/Qc97jU2fB5a4kBCQJBAJi6wHIMK8wWaoegZpnSyPC66a7EoaxHR04IEZIlXvR1RVORYv9Xghx/VuHBjhMP0LtTWQ61Tc04acLvZDNq8FM="
+DEMO_PUBLIC_KEY = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDBJV4JxyqaDP8v+Ue3nTo3CudrQB4y2ihMY8USZ029N4CGX1yyfkioXFOsJr0v36cjoUNsS7TOHMVmysxApfvKRJ+zgUQMOykxUAgiHG107hhPMN8hefTx+eoM60P0tQkVSAQWBRShHXbNDCmnpwG4qT5HnMa55ct+WwNUcLLUDQIDAQAB"
+
+
+@pytest.fixture(scope="session")
+def key_pair() -> tuple[str, str]:
+    from airflow_provider_multimarkets.sandbox.keys import generate_key_pair
+
+    return generate_key_pair()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_sandbox_log() -> None:
+    logging.getLogger("multimarkets.sandbox").setLevel(logging.WARNING)
+
+
+@pytest.fixture
+def sandbox_factory(key_pair: tuple[str, str]) -> Iterator[Any]:
+    from airflow_provider_multimarkets.sandbox import Sandbox, SandboxConfig
+
+    started: list[Any] = []
+
+    def make(config: Any = None, **kwargs: Any) -> Any:
+        sb = Sandbox(config or SandboxConfig(), private_key=key_pair[0], public_key=key_pair[1], **kwargs)
+        sb.start()
+        started.append(sb)
+        return sb
+
+    yield make
+    for sb in started:
+        sb.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_factory: Any) -> Any:
+    return sandbox_factory()
+
+
+def set_connection(
+    monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any], conn_id: str = "multimarkets_default"
+) -> None:
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+
+@pytest.fixture
+def mm_conn(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The default connection pointed at the sandbox, with fast retries for tests."""
+    conn = sandbox.connection(retry_backoff=0.01)
+    set_connection(monkeypatch, conn)
+    return conn
+
+
+def load_dag(dag_id: str) -> Any:
+    """The DAG object of ``dag_id`` from the DAGs folder (the file the bundle also parses)."""
+    import importlib.util
+
+    for path in sorted(DAGS_FOLDER.glob("*.py")):
+        if dag_id not in path.read_text():
+            continue
+        spec = importlib.util.spec_from_file_location(f"mm_dagfile_{path.stem}", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for value in vars(module).values():
+            if getattr(value, "dag_id", None) == dag_id and hasattr(value, "test"):
+                return value
+    raise LookupError(dag_id)
+
+
+def ti_states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in dag_run.get_task_instances()}
+
+
+def xcom_value(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key)
+            .one()
+        )
+        return XComModel.deserialize_value(row)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB (once per test session)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return _HOME

@@ -1,0 +1,51 @@
+"""DAGs used by the end-to-end tests (run with ``dag.test()`` against the sandbox)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import DAG, task
+
+from airflow_provider_multimarkets.operators.msg_token import GetMsgTokenOperator
+from airflow_provider_multimarkets.operators.multimarkets import MultiMarketsOperator
+
+START = dt.datetime(2026, 1, 1)
+
+with DAG("mm_e2e_token", schedule=None, start_date=START, catchup=False) as token_dag:
+    get_token = GetMsgTokenOperator(task_id="get_token")
+    customer = MultiMarketsOperator(
+        task_id="customer",
+        biz_type="customer.app.CustomerWebApiService.findCustomerInfo",
+        version="0.0.1",
+    )
+
+    @task
+    def use(token: str, info: dict[str, Any]) -> dict[str, Any]:
+        # a downstream consumer never echoes the token: only its shape
+        return {
+            "token_suffix": token[-4:],
+            "token_length": len(token),
+            "accounts": [a["accountId"] for a in info["accountList"]],
+        }
+
+    use(get_token.output, customer.output)
+
+
+with DAG("mm_e2e_fail", schedule=None, start_date=START, catchup=False) as fail_dag:
+    MultiMarketsOperator(task_id="symbols", biz_type="config.app.AppSymbolDubboService.getSymbolBaseList", payload={})
+
+
+with DAG(
+    "mm_e2e_template",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"group": 12},
+    render_template_as_native_obj=True,
+) as template_dag:
+    MultiMarketsOperator(
+        task_id="symbols",
+        biz_type="config.app.AppSymbolDubboService.getSymbolBaseList",
+        payload={"customerGroupId": "{{ params.group }}"},
+    )

@@ -1,0 +1,82 @@
+"""Provider registration: entry point, connection type, form fields as data and legacy widgets."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+import pytest
+
+from airflow_provider_multimarkets.get_provider_info import CONN_FIELDS, get_provider_info
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+
+
+def test_entry_point_registered() -> None:
+    eps = [
+        ep
+        for ep in entry_points(group="apache_airflow_provider")
+        if ep.value.startswith("airflow_provider_multimarkets")
+    ]
+    assert len(eps) == 1
+    info = eps[0].load()()
+    assert info["package-name"] == "airflow-provider-multimarkets"
+
+
+def test_connection_type_declared_as_data() -> None:
+    info = get_provider_info()
+    (conn_type,) = info["connection-types"]
+    assert conn_type["connection-type"] == "multimarkets"
+    assert conn_type["hook-class-name"] == "airflow_provider_multimarkets.hooks.multimarkets.MultiMarketsHook"
+    assert {"company_id", "lang", "recv_window", "timeout", "verify", "max_retries", "msg_ws_url", "app_id"} <= set(
+        conn_type["conn-fields"]
+    )
+    assert conn_type["ui-field-behaviour"]["relabeling"]["login"] == "apiKey"
+
+
+def test_provider_info_validates_against_airflow_schema() -> None:
+    import json
+    from importlib.resources import files
+
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads(files("airflow").joinpath("provider_info.schema.json").read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_providers_manager_discovers_the_hook() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    pm = ProvidersManager()
+    assert "airflow-provider-multimarkets" in pm.providers
+    hook_info = pm.hooks["multimarkets"]
+    assert hook_info is not None
+    assert hook_info.hook_class_name.endswith("MultiMarketsHook")
+    assert hook_info.connection_id_attribute_name == "multimarkets_conn_id"
+
+
+def test_legacy_ui_behaviour_matches_data() -> None:
+    behaviour = MultiMarketsHook.get_ui_field_behaviour()
+    info = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+    assert behaviour["hidden_fields"] == info["hidden-fields"]
+    assert behaviour["relabeling"] == info["relabeling"]
+
+
+def test_legacy_widgets_match_conn_fields() -> None:
+    pytest.importorskip("wtforms")
+    pytest.importorskip("flask_appbuilder")
+    widgets = MultiMarketsHook.get_connection_form_widgets()
+    assert set(widgets) == set(CONN_FIELDS)
+
+
+def test_widget_keys_match_conn_fields_without_wtforms() -> None:
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(MultiMarketsHook.get_connection_form_widgets)))
+    keys = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for node in node.keys
+        if isinstance(node, ast.Constant)
+    }
+    assert keys == set(CONN_FIELDS)
