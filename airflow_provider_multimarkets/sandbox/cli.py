@@ -52,11 +52,13 @@ def main(argv: list[str] | None = None) -> int:
     from airflow_provider_multimarkets.sandbox.server import Sandbox
     from airflow_provider_multimarkets.sandbox.state import SandboxConfig
 
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s sandbox %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    # Our own handler: importing Airflow (through the provider's modules) replaces root logging config.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s sandbox %(levelname)s %(message)s"))
+    sandbox_log = logging.getLogger("multimarkets.sandbox")
+    sandbox_log.handlers[:] = [handler]
+    sandbox_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    sandbox_log.propagate = False
     config = SandboxConfig(
         rate_limit=args.rate_limit,
         rate_window=args.rate_window,
