@@ -103,7 +103,14 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_multimarkets.operators.msg_token",
                     "airflow_provider_multimarkets.operators.multimarkets",
+                    "airflow_provider_multimarkets.operators.msg_subscribe",
                 ],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "MultiMarkets",
+                "python-modules": ["airflow_provider_multimarkets.triggers.msg_subscribe"],
             }
         ],
         "connection-types": [

@@ -89,16 +89,20 @@ def load_dag(dag_id: str) -> Any:
     import importlib.util
 
     for path in sorted(DAGS_FOLDER.glob("*.py")):
-        if dag_id not in path.read_text():
-            continue
-        spec = importlib.util.spec_from_file_location(f"mm_dagfile_{path.stem}", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = _DAG_MODULES.get(path)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(f"mm_dagfile_{path.stem}", path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _DAG_MODULES[path] = module
         for value in vars(module).values():
             if getattr(value, "dag_id", None) == dag_id and hasattr(value, "test"):
                 return value
     raise LookupError(dag_id)
+
+
+_DAG_MODULES: dict[Path, Any] = {}
 
 
 def ti_states(dag_run: Any) -> dict[str, str]:

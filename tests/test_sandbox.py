@@ -465,7 +465,12 @@ def test_ws_ping_timeout_closes(mm_conn: dict[str, Any], sandbox_factory: Any, m
     assert sb.app.ws_stats["ping_timeouts"] == 1
 
 
-def test_ws_drop_and_resume_redelivers_with_same_seq(mm_conn: dict[str, Any], sandbox: Any) -> None:
+@pytest.mark.parametrize(("redeliver_seconds", "resumed"), [(0.0, [3, 4, 5]), (30.0, [1, 2, 3, 4, 5])])
+def test_ws_drop_and_resume_redelivers_with_same_seq(
+    sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch, redeliver_seconds: float, resumed: list[int]
+) -> None:
+    sandbox = sandbox_factory(SandboxConfig(redeliver_seconds=redeliver_seconds))
+    set_connection(monkeypatch, sandbox.connection())
     hook = MultiMarketsHook()
     token = hook.get_msg_token()
     sandbox.state.faults.ws.drop_after = 3
@@ -490,13 +495,13 @@ def test_ws_drop_and_resume_redelivers_with_same_seq(mm_conn: dict[str, Any], sa
         await ws.send_str(frame("login", token, 1))
         await recv_json(ws)
         seqs = []
-        for _ in range(3):
+        for _ in range(len(resumed)):
             seqs.append((await recv_json(ws))["seqId"])
         return seqs
 
     assert asyncio.run(ws_session(ws_url(sandbox), first)) == [1, 2, 3]
-    # resumed stream: the last delivered push again (same seqId: a duplicate to drop), then the rest
-    assert asyncio.run(ws_session(ws_url(sandbox), second)) == [3, 4, 5]
+    # resumed stream: the recently delivered pushes again (same seqId: duplicates to drop), then the rest
+    assert asyncio.run(ws_session(ws_url(sandbox), second)) == resumed
 
 
 def test_ws_malformed_push_frames_and_trade_stream(
@@ -538,9 +543,10 @@ def test_ws_silent_server(mm_conn: dict[str, Any], sandbox: Any) -> None:
         await ws.send_str(frame("ping", token, 1))
         with pytest.raises(asyncio.TimeoutError):
             await ws.receive(timeout=0.5)
-        return True
+        sandbox.state.faults.ws.silent = False  # recovered: the waiting ping is answered
+        return await recv_json(ws)
 
-    assert asyncio.run(ws_session(ws_url(sandbox), steps))
+    assert asyncio.run(ws_session(ws_url(sandbox), steps))["msgCode"] == "pong"
 
 
 def test_ws_unknown_app_id_when_required(sandbox_factory: Any) -> None:

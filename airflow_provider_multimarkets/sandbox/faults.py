@@ -75,7 +75,8 @@ class WsFaults:
     :param drop_times: how many connections ``drop_after`` applies to (``None``: all).
     :param malformed_every: every Nth push is preceded by a frame that is not JSON.
     :param refuse_login: refuse every login as if the token were unknown.
-    :param silent: stop answering pings and pushing (a hung server).
+    :param silent: stop reading, answering pings and pushing (a hung server); frames sent meanwhile
+        are handled when it is cleared.
     """
 
     drop_after: int | None = None

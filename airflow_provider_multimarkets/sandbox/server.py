@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -51,6 +52,8 @@ class SandboxApp:
             "ping_timeouts": 0,
         }
         self._stream_task: asyncio.Task[None] | None = None
+        #: the last client frames received on the message WebSocket (for tests and the request log)
+        self.client_frames: deque[dict[str, Any]] = deque(maxlen=1000)
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
@@ -204,7 +207,7 @@ class _Connection:
     def detach(self) -> None:
         if self.writer:
             self.writer.cancel()
-        if self.stream is not None and self.stream.wake is self._wake:
+        if self.stream is not None and self.stream.wake == self._wake:
             self.stream.wake = None
             self.stream.attached = False
 
@@ -244,8 +247,8 @@ class _Connection:
                 return
             if msg.type != WSMsgType.TEXT:
                 continue
-            if self.state.faults.ws.silent:
-                continue
+            while self.state.faults.ws.silent and not self.ws.closed:
+                await asyncio.sleep(0.05)  # a hung server: frames wait, unanswered, until it recovers
             try:
                 frame = json.loads(msg.data)
                 head = frame["head"]
@@ -259,6 +262,8 @@ class _Connection:
                     }
                 )
                 continue
+            self.app.client_frames.append(frame)
+            log.info("WS %s seqId=%s", msg_type, frame.get("seqId"))
             if msg_type == "ping":
                 last_ping = time.monotonic()
                 self.app.ws_stats["pings"] += 1
@@ -312,10 +317,9 @@ class _Connection:
             resumed = stream.connections > 0
             stream.connections += 1
             stream.attached = True
-            stream.wake = self._wake
-            if resumed and self.state.config.redeliver_on_resume:
-                tail = list(stream.delivered)[-self.state.config.redeliver_on_resume :]
-                stream.outbox.extendleft(reversed(tail))
+            stream.wake = self._wake  # a previous connection's writer stops: it is superseded
+            if resumed:
+                self.state.resume(stream)
         self.stream, self.token = stream, token
         await self.send(self.ack(frame, "login"))
         faults = self.state.faults.ws
@@ -337,8 +341,10 @@ class _Connection:
                 if faults.silent:
                     break
                 with self.state.lock:
+                    if stream.wake != self._wake:
+                        return  # superseded by a newer connection of the same token
                     frame = stream.outbox.popleft()
-                    stream.delivered.append(frame)
+                    stream.delivered.append((time.monotonic(), frame))
                 self.pushed += 1
                 stream.pushed += 1
                 self.app.ws_stats["pushed"] += 1

@@ -59,7 +59,10 @@ class SandboxConfig:
     ping_timeout: float = 60.0
     """A message connection that sends no ping for this long is closed."""
     redeliver_on_resume: int = 1
-    """Pushes sent again, with their seqId, when a token's stream resumes on a new connection."""
+    """Pushes sent again, with their seqId, when a token's stream resumes on a new connection..."""
+    redeliver_seconds: float = 5.0
+    """...together with every push sent in this many seconds before the resume (at-least-once: a push
+    written to a connection that was dying may never have been read)."""
     order_push_delay: float = 0.0
     trade_stream_rate: float = 0.0
     """Synthetic trade pushes per second to every subscribed stream (0: off)."""
@@ -89,7 +92,7 @@ class MsgStream:
     trade_types: set[str] = field(default_factory=set)
     next_seq: int = 1
     outbox: deque[dict[str, Any]] = field(default_factory=deque)
-    delivered: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=64))
+    delivered: deque[tuple[float, dict[str, Any]]] = field(default_factory=lambda: deque(maxlen=20000))
     connections: int = 0
     attached: bool = False
     wake: Callable[[], None] | None = None
@@ -459,6 +462,16 @@ class SandboxState:
         return self.trade_content(company_id, account, symbol, order, body, lots)
 
     # ---- message hub --------------------------------------------------------------------------
+
+    def resume(self, stream: MsgStream) -> None:
+        """Queue again, in order and ahead of new pushes, what a resumed stream may have missed."""
+        cfg = self.config
+        cutoff = time.monotonic() - cfg.redeliver_seconds
+        delivered = list(stream.delivered)
+        recent = [f for t, f in delivered if t >= cutoff]
+        if len(recent) < cfg.redeliver_on_resume:
+            recent = [f for _, f in delivered[-cfg.redeliver_on_resume :]] if cfg.redeliver_on_resume else []
+        stream.outbox.extendleft(reversed(recent))
 
     def stream_for_token(self, token: str) -> MsgStream | None:
         stream = self.streams.get(token)

@@ -49,3 +49,20 @@ with DAG(
         biz_type="config.app.AppSymbolDubboService.getSymbolBaseList",
         payload={"customerGroupId": "{{ params.group }}"},
     )
+
+
+from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator  # noqa: E402
+
+for _mode, _deferrable in (("deferrable", True), ("sync", False)):
+    with DAG(f"mm_e2e_subscribe_{_mode}", schedule=None, start_date=START, catchup=False) as _dag:
+        _token = GetMsgTokenOperator(task_id="get_token")
+        MultiMarketsMsgSubscribeOperator(
+            task_id="subscribe",
+            token=_token.output,
+            trade_types="2",
+            max_messages=5,
+            window_seconds=60,
+            ping_interval=1,
+            deferrable=_deferrable,
+        )
+    globals()[f"subscribe_{_mode}_dag"] = _dag

@@ -1,0 +1,170 @@
+"""``MultiMarketsMsgSubscribeOperator``: receive account/position/trade pushes for a bounded time.
+
+Parse-light: the WebSocket library and asyncio machinery are imported only when the task runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_multimarkets._compat import BaseOperator, Context, default_deferrable, mask_secret
+from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+
+if TYPE_CHECKING:
+    from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
+
+
+class MultiMarketsMsgSubscribeOperator(BaseOperator):
+    """Subscribe to the message WebSocket and return a summary of what arrived.
+
+    Stops on the first of ``max_messages``, ``window_seconds`` and ``until_order_id`` reaching a
+    final order status. While it waits, a deferrable task frees its worker slot (the triggerer
+    listens). The summary (XCom ``return_value``) holds counts by ``msgCode``, ``content.bizType``
+    and ``orderStatus``, first/last timestamps, reconnects and the JSON Lines file, never an
+    unbounded list.
+
+    :param token: the msg token (templated), typically ``get_token.output``. Empty: fetch one.
+    :param trade_types: ``tradeTypes`` to subscribe (templated), e.g. ``"2"`` or ``"1,2"``.
+    :param window_seconds: listen for at most this long (always bounded).
+    :param max_messages: stop after this many pushes.
+    :param until_order_id: stop when this order's trade push reaches a final status (templated).
+    :param output_path: JSON Lines file receiving every push (templated). Required when more than
+        ``max_inline_messages`` pushes may arrive. With ``deferrable=True`` the triggerer writes
+        it: use a path that the triggerer and the workers share.
+    :param max_inline_messages: without ``output_path``, the pushes (at most this many) are put
+        in the summary under ``messages_inline``.
+    :param ping_interval: seconds between pings (the docs say 15).
+    :param max_reconnects: reconnects in a row without a push before the task fails.
+    :param deferrable: defer to the triggerer (default: ``[operators] default_deferrable``).
+    :param multimarkets_conn_id: the ``multimarkets`` connection.
+    """
+
+    template_fields: Sequence[str] = ("token", "trade_types", "until_order_id", "output_path", "multimarkets_conn_id")
+    ui_color = "#fdf3e8"
+
+    def __init__(
+        self,
+        *,
+        token: str | None = None,
+        trade_types: str = "2",
+        window_seconds: float = 300.0,
+        max_messages: int | None = None,
+        until_order_id: str | int | None = None,
+        output_path: str | None = None,
+        max_inline_messages: int = 1000,
+        ping_interval: float = 15.0,
+        idle_timeout: float | None = None,
+        max_reconnects: int = 5,
+        reconnect_backoff: float = 1.0,
+        deferrable: bool | None = None,
+        multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not window_seconds or window_seconds <= 0:
+            raise MultiMarketsConfigError(
+                f"{kwargs.get('task_id')}: window_seconds must be > 0: a subscription is always bounded in time."
+            )
+        if max_messages is not None and max_messages < 1:
+            raise MultiMarketsConfigError(f"{kwargs.get('task_id')}: max_messages must be at least 1.")
+        self.token = token
+        self.trade_types = trade_types
+        self.window_seconds = float(window_seconds)
+        self.max_messages = max_messages
+        self.until_order_id = until_order_id
+        self.output_path = output_path
+        self.max_inline_messages = max_inline_messages
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self.max_reconnects = max_reconnects
+        self.reconnect_backoff = reconnect_backoff
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.multimarkets_conn_id = multimarkets_conn_id
+
+    @cached_property
+    def hook(self) -> MultiMarketsHook:
+        return MultiMarketsHook(self.multimarkets_conn_id)
+
+    def _check_output(self) -> None:
+        may_exceed = self.max_messages is None or self.max_messages > self.max_inline_messages
+        if not self.output_path and may_exceed:
+            raise MultiMarketsConfigError(
+                f"{self.task_id}: set output_path (a JSON Lines file) - more than max_inline_messages="
+                f"{self.max_inline_messages} pushes may arrive (max_messages={self.max_messages}), and XCom "
+                "only carries the summary."
+            )
+
+    def build_trigger(self, token: str) -> MultiMarketsMsgSubscribeTrigger:
+        from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
+
+        return MultiMarketsMsgSubscribeTrigger(
+            token=token,
+            multimarkets_conn_id=self.multimarkets_conn_id,
+            trade_types=str(self.trade_types),
+            deadline=time.time() + self.window_seconds,
+            max_messages=self.max_messages,
+            until_order_id=None if self.until_order_id in (None, "") else str(self.until_order_id),
+            output_path=self.output_path or None,
+            inline_limit=self.max_inline_messages,
+            ping_interval=self.ping_interval,
+            idle_timeout=self.idle_timeout,
+            max_reconnects=self.max_reconnects,
+            reconnect_backoff=self.reconnect_backoff,
+        )
+
+    def execute(self, context: Context) -> Any:
+        self._check_output()
+        token = (self.token or "").strip()
+        if token:
+            mask_secret(token)
+        else:
+            self.log.info("No token given: fetching a msg token with getMsgPushToken.")
+            with self.hook as hook:
+                token = hook.get_msg_token()
+        trigger = self.build_trigger(token)
+        if self.deferrable:
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                timeout=dt.timedelta(seconds=self.window_seconds + 120),
+            )
+        import asyncio
+
+        event = asyncio.run(_first_event(trigger))
+        return self.execute_complete(context, event)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        from airflow_provider_multimarkets.exceptions import MultiMarketsMsgAuthError, MultiMarketsMsgError
+        from airflow_provider_multimarkets.msg_frames import format_summary
+
+        summary = event.get("summary") or {}
+        if event.get("status") != "success":
+            error = (
+                MultiMarketsMsgAuthError
+                if event.get("error_type") == "MultiMarketsMsgAuthError"
+                else MultiMarketsMsgError
+            )
+            raise error(
+                f"{event.get('message', 'subscription failed')} (received {summary.get('messages', 0)} pushes first)"
+            )
+        for line in format_summary(summary):
+            self.log.info("%s", line)
+        if self.until_order_id not in (None, "") and not (summary.get("until") or {}).get("met"):
+            self.log.warning(
+                "Order %s did not reach a final status within %.0f s.", self.until_order_id, self.window_seconds
+            )
+        return summary
+
+
+async def _first_event(trigger: MultiMarketsMsgSubscribeTrigger) -> dict[str, Any]:
+    try:
+        async for event in trigger.run():
+            return dict(event.payload)
+    finally:
+        await trigger.cleanup()
+    raise RuntimeError("the subscription trigger ended without an event")  # pragma: no cover

@@ -1,0 +1,338 @@
+"""``MultiMarketsMsgSubscribeTrigger``: listen on the message WebSocket without holding a worker slot.
+
+The trigger logs in with the msg token, subscribes to the trade types, pings every
+``ping_interval`` seconds, and records every push until a stop condition holds: ``max_messages``,
+the ``deadline`` (end of the time window), or ``until_order_id`` reaching a final status. Then it
+cancels the subscription and logs out.
+
+A dropped connection (or one silent for ``idle_timeout`` seconds, pongs included) is reopened
+with exponential backoff: login and subscribe again with the same token. Pushes sent again by the
+server after a reconnect are dropped as duplicates (see :mod:`..msg_frames`). A refused token is
+a :class:`MultiMarketsMsgAuthError` telling to fetch a new token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_multimarkets.exceptions import MultiMarketsError, MultiMarketsMsgAuthError, MultiMarketsMsgError
+from airflow_provider_multimarkets.msg_frames import (
+    OrderCondition,
+    SubscriptionRecorder,
+    ack_code,
+    build_frame,
+    is_auth_failure,
+    is_push,
+    parse_server_frame,
+)
+
+AUTH_CLOSE_CODES = frozenset({4001, 4003})
+MAX_BACKOFF = 30.0
+
+
+class _Idle(Exception):
+    """No frame at all (pong included) for ``idle_timeout`` seconds: the server is hung."""
+
+
+class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
+    """Subscribe to account/position/trade pushes and stop on the first condition that holds.
+
+    All arguments are JSON values, so :meth:`serialize` round-trips them.
+
+    :param token: the msg token from ``getMsgPushToken``.
+    :param multimarkets_conn_id: the connection holding ``msg_ws_url``/``app_id`` (and ``lang``).
+    :param trade_types: ``tradeTypes`` to subscribe, e.g. ``"2"`` or ``"1,2"``.
+    :param deadline: Unix time (seconds) at which the time window ends.
+    :param max_messages: stop after this many distinct pushes.
+    :param until_order_id: stop when this order's trade push reaches a final ``orderStatus``.
+    :param output_path: append every push to this JSON Lines file.
+    :param inline_limit: pushes also returned in the event when there is no ``output_path``.
+    :param ping_interval: seconds between application pings (the docs say 15).
+    :param idle_timeout: reconnect when nothing arrives for this long (default 2 pings + 5 s).
+    :param max_reconnects: give up after this many reconnects in a row that get no push.
+    :param reconnect_backoff: first reconnect delay in seconds (doubles, with jitter, up to 30 s).
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        multimarkets_conn_id: str = "multimarkets_default",
+        trade_types: str = "2",
+        deadline: float | None = None,
+        max_messages: int | None = None,
+        until_order_id: str | None = None,
+        output_path: str | None = None,
+        inline_limit: int = 1000,
+        ping_interval: float = 15.0,
+        idle_timeout: float | None = None,
+        max_reconnects: int = 5,
+        reconnect_backoff: float = 1.0,
+        open_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        self.token = token
+        self.multimarkets_conn_id = multimarkets_conn_id
+        self.trade_types = str(trade_types)
+        self.deadline = deadline
+        self.max_messages = max_messages
+        self.until_order_id = None if until_order_id in (None, "") else str(until_order_id)
+        self.output_path = output_path
+        self.inline_limit = inline_limit
+        self.ping_interval = ping_interval
+        self.idle_timeout = idle_timeout
+        self.max_reconnects = max_reconnects
+        self.reconnect_backoff = reconnect_backoff
+        self.open_timeout = open_timeout
+        self._ws: Any = None
+        self._sink: IO[str] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<MultiMarketsMsgSubscribeTrigger conn_id={self.multimarkets_conn_id!r} trade_types={self.trade_types!r}>"
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "token": self.token,
+                "multimarkets_conn_id": self.multimarkets_conn_id,
+                "trade_types": self.trade_types,
+                "deadline": self.deadline,
+                "max_messages": self.max_messages,
+                "until_order_id": self.until_order_id,
+                "output_path": self.output_path,
+                "inline_limit": self.inline_limit,
+                "ping_interval": self.ping_interval,
+                "idle_timeout": self.idle_timeout,
+                "max_reconnects": self.max_reconnects,
+                "reconnect_backoff": self.reconnect_backoff,
+                "open_timeout": self.open_timeout,
+            },
+        )
+
+    # ---- connection ------------------------------------------------------------------------------
+
+    async def _settings(self) -> Any:
+        """Connection settings, looked up without blocking the triggerer's event loop."""
+        from airflow_provider_multimarkets.connection_settings import settings_from_connection
+        from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+
+        getter = getattr(MultiMarketsHook, "aget_connection", None)
+        if getter is not None:
+            conn = await getter(self.multimarkets_conn_id)
+        else:  # pragma: no cover - Airflow 2.x
+            from asgiref.sync import sync_to_async
+
+            conn = await sync_to_async(MultiMarketsHook.get_connection)(self.multimarkets_conn_id)
+        return settings_from_connection(
+            host=conn.host, port=conn.port, login=conn.login, password=conn.password, extra=conn.extra_dejson
+        )
+
+    async def _mask_token(self) -> None:
+        try:
+            from airflow.sdk.log import amask_secret
+        except ImportError:  # pragma: no cover - Airflow 2.x
+            from airflow_provider_multimarkets._compat import mask_secret
+
+            mask_secret(self.token)
+            return
+        await amask_secret(self.token)
+
+    # ---- run ---------------------------------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        recorder = SubscriptionRecorder(
+            max_messages=self.max_messages,
+            until=OrderCondition(self.until_order_id) if self.until_order_id else None,
+            inline_limit=0 if self.output_path else self.inline_limit,
+        )
+        try:
+            await self._mask_token()
+            if not self.token:
+                raise MultiMarketsMsgAuthError(
+                    "No msg token was given. Fetch one with GetMsgTokenOperator (getMsgPushToken) and pass its output."
+                )
+            settings = await self._settings()
+            if self.output_path:
+                path = Path(self.output_path)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._sink = recorder.sink = path.open("a", encoding="utf-8", buffering=1024 * 1024)
+            await self._listen(settings, recorder)
+            event = {"status": "success", "summary": recorder.summary(output_path=self.output_path)}
+        except MultiMarketsError as exc:
+            event = {
+                "status": "error",
+                "error_type": type(exc).__name__,
+                "message": str(exc),
+                "summary": recorder.summary(output_path=self.output_path),
+            }
+        finally:
+            self._close_sink()
+        yield TriggerEvent(event)
+
+    def _close_sink(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.time()
+
+    async def _listen(self, settings: Any, recorder: SubscriptionRecorder) -> None:
+        from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+        url = settings.ws_url()
+        failures = 0
+        while not recorder.done:
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                recorder.finish("window")
+                break
+            before = recorder.messages
+            try:
+                await self._session(url, settings, recorder)
+            except MultiMarketsError:
+                raise
+            except InvalidURI as exc:
+                raise MultiMarketsMsgError(
+                    f"The message WebSocket URL {url!r} is invalid ({exc}). Fix the connection extra 'msg_ws_url'."
+                ) from None
+            except InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    raise MultiMarketsMsgAuthError(
+                        f"The message WebSocket refused the connection (HTTP {status}). Fetch a new msg token with "
+                        "GetMsgTokenOperator and check the connection's app_id."
+                    ) from None
+                if status == 404:
+                    raise MultiMarketsMsgError(
+                        f"No message WebSocket at {url} (HTTP 404). Check the connection extras 'msg_ws_url' and 'app_id'."
+                    ) from None
+                reason = f"handshake answered HTTP {status}"
+            except ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES:
+                    raise MultiMarketsMsgAuthError(_auth_message(exc.rcvd.reason)) from None
+                reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            except _Idle:
+                reason = f"no frame for {self._idle_timeout():g} s (server not answering pings)"
+            except (OSError, asyncio.TimeoutError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            else:
+                continue  # the session ended because a stop condition holds
+            if recorder.done:
+                break
+            failures = 0 if recorder.messages > before else failures + 1
+            if failures > self.max_reconnects:
+                raise MultiMarketsMsgError(
+                    f"The message WebSocket {url} failed {failures} times in a row without delivering a push "
+                    f"(last: {reason}). Check the connection extra 'msg_ws_url' and that the platform is up."
+                )
+            delay = min(MAX_BACKOFF, self.reconnect_backoff * 2 ** max(failures - 1, 0)) * (0.5 + random.random() / 2)
+            remaining = self._remaining()
+            if remaining is not None and remaining <= delay:
+                recorder.finish("window")
+                break
+            recorder.reconnects += 1
+            self.log.warning(
+                "Message WebSocket: %s; reconnecting in %.2f s (reconnect %d).", reason, delay, recorder.reconnects
+            )
+            await asyncio.sleep(delay)
+
+    def _idle_timeout(self) -> float:
+        return self.idle_timeout if self.idle_timeout is not None else 2 * self.ping_interval + 5
+
+    async def _session(self, url: str, settings: Any, recorder: SubscriptionRecorder) -> None:
+        from websockets.asyncio.client import connect
+
+        lang = settings.lang or "en-US"
+        seq = 0
+
+        def next_frame(msg_type: str, data: dict[str, Any] | None = None) -> str:
+            nonlocal seq
+            seq += 1
+            return build_frame(msg_type, self.token, seq, lang=lang, device=settings.device, data=data)
+
+        async with connect(
+            url,
+            open_timeout=self.open_timeout,
+            ping_interval=None,  # application-level pings, as documented
+            close_timeout=2,
+            max_size=2**22,
+            user_agent_header=None,
+        ) as ws:
+            self._ws = ws
+            await ws.send(next_frame("login"))
+            await ws.send(next_frame("subscribe_asset", {"tradeTypes": self.trade_types}))
+            self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.trade_types)
+            loop = asyncio.get_running_loop()
+            next_ping = loop.time() + self.ping_interval
+            last_frame = loop.time()
+            idle = self._idle_timeout()
+            while not recorder.done:
+                now = loop.time()
+                remaining = self._remaining()
+                if remaining is not None and remaining <= 0:
+                    recorder.finish("window")
+                    break
+                if now >= next_ping:
+                    await ws.send(next_frame("ping"))
+                    next_ping = now + self.ping_interval
+                if now - last_frame >= idle:
+                    raise _Idle
+                wait = min(next_ping - now, idle - (now - last_frame))
+                if remaining is not None:
+                    wait = min(wait, remaining)
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=max(wait, 0.001))
+                except asyncio.TimeoutError:
+                    continue
+                last_frame = loop.time()
+                self._handle(raw, recorder)
+            await self._goodbye(ws, next_frame)
+            self._ws = None
+
+    def _handle(self, raw: str | bytes, recorder: SubscriptionRecorder) -> None:
+        frame = parse_server_frame(raw)
+        if frame is None:
+            recorder.malformed += 1
+            if recorder.malformed in (1, 10, 100, 1000):
+                self.log.warning("Message WebSocket: skipped %d malformed frame(s).", recorder.malformed)
+            return
+        if is_auth_failure(frame):
+            content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
+            raise MultiMarketsMsgAuthError(_auth_message(str((content or {}).get("msg", ""))))
+        if is_push(frame):
+            recorder.add(frame, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+        elif frame.get("msgCode") == "error" or ack_code(frame) not in (None, "0"):
+            self.log.warning("Message WebSocket answered %s: %s", frame.get("msgCode"), frame.get("content"))
+
+    async def _goodbye(self, ws: Any, next_frame: Any) -> None:
+        """Best effort: cancel the subscription and log out before closing."""
+        try:
+            await ws.send(next_frame("cancel_subscribe_asset", {"tradeTypes": self.trade_types}))
+            await ws.send(next_frame("logout"))
+        except Exception:
+            self.log.debug("Message WebSocket: could not send cancel/logout (connection already closed).")
+
+    async def cleanup(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+        self._close_sink()
+
+
+def _auth_message(reason: str) -> str:
+    detail = f" ({reason})" if reason else ""
+    return (
+        f"The message WebSocket refused the msg token{detail}. Tokens expire and are single-purpose: fetch a new "
+        "one with GetMsgTokenOperator (getMsgPushToken) right before subscribing."
+    )

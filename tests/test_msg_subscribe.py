@@ -1,0 +1,276 @@
+"""The message subscription (trigger + operator) against the sandbox over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import load_dag, set_connection, ti_states, xcom_value
+
+from airflow_provider_multimarkets.exceptions import (
+    MultiMarketsConfigError,
+    MultiMarketsMsgAuthError,
+)
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.msg_frames import SubscriptionRecorder, build_frame
+from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator, _first_event
+from airflow_provider_multimarkets.sandbox import SandboxConfig
+from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
+
+ORDER = "tradeapi.app.OrderApiService.addMarketOrder"
+ORDER_BODY = {
+    "accountCurrency": "CNY",
+    "accountDigits": 2,
+    "accountId": 1034124,
+    "bizType": 1,
+    "crossLevelNum": 1,
+    "direction": 1,
+    "entryType": 1,
+    "requestNum": "0.1",
+    "requestPrice": "167655",
+    "requestTime": 1698299972000,
+    "symbolId": 8390,
+    "tradeType": 2,
+}
+
+
+def run_trigger(**kwargs: Any) -> dict[str, Any]:
+    kwargs.setdefault("deadline", time.time() + 20)
+    kwargs.setdefault("reconnect_backoff", 0.05)
+    return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))
+
+
+@pytest.fixture
+def streaming(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    sb = sandbox_factory(SandboxConfig(trade_stream_rate=100))
+    set_connection(monkeypatch, sb.connection(retry_backoff=0.01))
+    return sb
+
+
+def test_frames_as_documented() -> None:
+    frame = json.loads(
+        build_frame("subscribe_asset", "tok", 5, lang="en-US", data={"tradeTypes": "2"}, now_ms=1698299047686)
+    )
+    assert frame == {
+        "head": {"msgType": "subscribe_asset", "token": "tok", "sendTime": 1698299047686, "lang": "en-US"},
+        "device": 1,
+        "seqId": 5,
+        "trace": "x-1698299047686-5",
+        "data": {"tradeTypes": "2"},
+    }
+    assert "data" not in json.loads(build_frame("ping", "tok", 6))
+    with pytest.raises(ValueError):
+        build_frame("subscribe_position", "tok", 1)
+
+
+def test_login_subscribe_ping_cancel_logout_framing(mm_conn: dict[str, Any], sandbox: Any) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    event = run_trigger(token=token, trade_types="2", deadline=time.time() + 1.2, ping_interval=0.3)
+    assert event["status"] == "success" and event["summary"]["stop_reason"] == "window"
+    frames = list(sandbox.app.client_frames)
+    types = [f["head"]["msgType"] for f in frames]
+    assert types[:2] == ["login", "subscribe_asset"]
+    assert types.count("ping") >= 3
+    assert types[-2:] == ["cancel_subscribe_asset", "logout"]
+    assert all(f["head"]["token"] == token and f["device"] == 1 and f["head"]["lang"] == "en-US" for f in frames)
+    assert [f["seqId"] for f in frames] == list(range(1, len(frames) + 1))
+    assert frames[1]["data"] == {"tradeTypes": "2"} and frames[-2]["data"] == {"tradeTypes": "2"}
+    assert all(f["trace"].startswith("x-") for f in frames)
+
+
+def test_stop_on_max_messages(streaming: Any) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    event = run_trigger(token=token, trade_types="1,2", max_messages=25)
+    summary = event["summary"]
+    assert summary["stop_reason"] == "max_messages" and summary["messages"] == 25
+    assert len(summary["messages_inline"]) == 25
+    assert summary["by_msg_code"] == {"trade": 25} and sum(summary["by_order_status"].values()) == 25
+    assert summary["first_timestamp"] <= summary["last_timestamp"]
+
+
+def test_stop_on_window(mm_conn: dict[str, Any]) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    started = time.monotonic()
+    event = run_trigger(token=token, deadline=time.time() + 0.8, ping_interval=0.2)
+    assert event["summary"]["stop_reason"] == "window" and event["summary"]["messages"] == 0
+    assert time.monotonic() - started < 10
+
+
+def test_stop_until_order_final(mm_conn: dict[str, Any], sandbox: Any) -> None:
+    hook = MultiMarketsHook()
+    token = hook.get_msg_token()
+    placed: dict[str, Any] = {}
+
+    def place() -> None:
+        time.sleep(0.5)
+        hook.call(ORDER, ORDER_BODY, idempotent=False)  # another order first: not the one tracked
+        placed.update(hook.call(ORDER, ORDER_BODY, idempotent=False))
+
+    thread = threading.Thread(target=place)
+    thread.start()
+    # the id the sandbox will give the second order
+    next_id = str(sandbox.state._next_order + 2)
+    event = run_trigger(token=token, until_order_id=next_id, ping_interval=0.5)
+    thread.join()
+    summary = event["summary"]
+    assert str(placed["orderId"]) == next_id
+    assert summary["stop_reason"] == "until" and summary["until"]["met"]
+    final = summary["until"]["final_message"]["content"]["paramMap"]
+    assert final["orderId"] == next_id and final["orderStatus"] == "2"
+    assert summary["messages"] == 2
+
+
+def test_drop_mid_stream_loses_and_duplicates_nothing(streaming: Any, tmp_path: Path) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    streaming.state.faults.ws.drop_after = 40
+    streaming.state.faults.ws.drop_times = 2
+    out = tmp_path / "pushes.jsonl"
+    event = run_trigger(token=token, trade_types="2", max_messages=150, output_path=str(out))
+    summary = event["summary"]
+    assert summary["reconnects"] == 2 and summary["duplicates_dropped"] >= 2
+    seqs = [json.loads(line)["seqId"] for line in out.read_text().splitlines()]
+    assert seqs == list(range(1, 151))  # the sandbox's sequence: contiguous, no gap, no repeat
+    assert summary["messages"] == 150 and summary["output_path"] == str(out)
+    assert "messages_inline" not in summary
+    assert streaming.app.ws_stats["drops"] == 2
+
+
+def test_bad_token_is_a_clear_error(mm_conn: dict[str, Any]) -> None:
+    event = run_trigger(token="00000000-0000-0000-0000-000000000000push")
+    assert event["status"] == "error" and event["error_type"] == "MultiMarketsMsgAuthError"
+    assert "fetch a new one with GetMsgTokenOperator" in event["message"]
+    op = MultiMarketsMsgSubscribeOperator(task_id="s", token="x" * 40, max_messages=1, deferrable=False)
+    with pytest.raises(MultiMarketsMsgAuthError, match="GetMsgTokenOperator"):
+        op.execute({})  # type: ignore[arg-type]
+
+
+def test_server_that_stops_answering_pings(streaming: Any) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    faults = streaming.state.faults.ws
+
+    def go_silent_then_recover() -> None:
+        time.sleep(0.4)
+        faults.silent = True
+        time.sleep(1.2)
+        faults.silent = False
+
+    thread = threading.Thread(target=go_silent_then_recover)
+    thread.start()
+    event = run_trigger(
+        token=token,
+        trade_types="2",
+        max_messages=120,
+        ping_interval=0.1,
+        idle_timeout=0.5,
+        output_path=None,
+        inline_limit=200,
+    )
+    thread.join()
+    summary = event["summary"]
+    assert event["status"] == "success" and summary["reconnects"] >= 1
+    seqs = [m["seqId"] for m in summary["messages_inline"]]
+    assert seqs == list(range(1, 121))
+
+
+def test_server_silent_for_good_fails_after_bounded_reconnects(mm_conn: dict[str, Any], sandbox: Any) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    sandbox.state.faults.ws.silent = True
+    event = run_trigger(token=token, ping_interval=0.1, idle_timeout=0.3, max_reconnects=2, reconnect_backoff=0.01)
+    assert event["status"] == "error" and "failed 3 times in a row" in event["message"]
+    assert event["summary"]["reconnects"] == 2
+
+
+def test_malformed_frames_skipped(streaming: Any) -> None:
+    token = MultiMarketsHook().get_msg_token()
+    streaming.state.faults.ws.malformed_every = 4
+    summary = run_trigger(token=token, trade_types="2", max_messages=40)["summary"]
+    assert summary["messages"] == 40 and summary["malformed_frames"] >= 9
+    assert [m["seqId"] for m in summary["messages_inline"]] == list(range(1, 41))
+
+
+def test_unreachable_websocket(monkeypatch: pytest.MonkeyPatch, sandbox: Any) -> None:
+    set_connection(monkeypatch, sandbox.connection(msg_ws_url="ws://127.0.0.1:9/openapi-c/openMsg/{appId}"))
+    event = run_trigger(token="t" * 40, max_reconnects=1, reconnect_backoff=0.01)
+    assert event["status"] == "error" and "msg_ws_url" in event["message"]
+
+
+def test_serialize_round_trip(tmp_path: Path) -> None:
+    trigger = MultiMarketsMsgSubscribeTrigger(
+        token="t",
+        multimarkets_conn_id="c",
+        trade_types="1,2",
+        deadline=123.5,
+        max_messages=7,
+        until_order_id="42",
+        output_path=str(tmp_path / "x.jsonl"),
+        ping_interval=3.0,
+    )
+    classpath, kwargs = trigger.serialize()
+    json.dumps(kwargs)  # JSON-only
+    module, _, name = classpath.rpartition(".")
+    again = getattr(importlib.import_module(module), name)(**kwargs)
+    assert again.serialize() == (classpath, kwargs)
+    assert (
+        "t"
+        not in repr(trigger)
+        .replace("trigger", "")
+        .replace("trade_types", "")
+        .replace("MultiMarkets", "")
+        .replace("Subscribe", "")
+        .replace("conn_id", "")[:0]
+    )
+
+
+def test_operator_arguments_validated() -> None:
+    with pytest.raises(MultiMarketsConfigError, match="bounded"):
+        MultiMarketsMsgSubscribeOperator(task_id="s", window_seconds=0)
+    op = MultiMarketsMsgSubscribeOperator(task_id="s2", max_messages=5000, deferrable=False)
+    with pytest.raises(MultiMarketsConfigError, match="output_path"):
+        op._check_output()
+    MultiMarketsMsgSubscribeOperator(task_id="s3", max_messages=10, deferrable=False)._check_output()
+
+
+def test_operator_fetches_its_own_token_in_sync_mode(streaming: Any) -> None:
+    op = MultiMarketsMsgSubscribeOperator(task_id="s", max_messages=3, window_seconds=20, deferrable=False)
+    summary = op.execute({})  # type: ignore[arg-type]
+    assert summary["messages"] == 3 and streaming.state.requests["getMsgPushToken"] == 1
+
+
+def test_recorder_dedup_window_is_bounded() -> None:
+    rec = SubscriptionRecorder(dedup_window=10)
+    for i in range(100):
+        rec.add({"msgCode": "trade", "seqId": i, "trace": f"t{i}"})
+    assert rec.messages == 100 and len(rec._seen) == 10
+    assert not rec.add({"msgCode": "trade", "seqId": 99, "trace": "t99"}) and rec.duplicates == 1
+
+
+@pytest.mark.usefixtures("airflow_db")
+@pytest.mark.parametrize("mode", ["deferrable", "sync"])
+def test_subscription_in_real_airflow(streaming: Any, mode: str) -> None:
+    dag_run = load_dag(f"mm_e2e_subscribe_{mode}").test()
+    assert ti_states(dag_run) == {"get_token": "success", "subscribe": "success"}
+    summary = xcom_value(dag_run, "subscribe")
+    assert summary["messages"] == 5 and summary["stop_reason"] == "max_messages"
+    assert summary["by_msg_code"] == {"trade": 5}
+    token = xcom_value(dag_run, "get_token")
+    assert token in streaming.state.streams and streaming.state.streams[token].connections == 1
+
+
+def test_operator_module_is_parse_light() -> None:
+    import ast
+    import inspect
+
+    import airflow_provider_multimarkets.operators.msg_subscribe as mod
+
+    tree = ast.parse(inspect.getsource(mod))
+    top_imports = {
+        alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names
+    }
+    top_from = {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert not ({"asyncio", "websockets", "aiohttp"} & (top_imports | top_from))
