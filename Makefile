@@ -18,8 +18,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check airflow_provider_multimarkets tests example_dags bench
-	$(BIN)/ruff format --check airflow_provider_multimarkets tests example_dags bench
+	$(BIN)/ruff check airflow_provider_multimarkets tests example_dags bench scripts
+	$(BIN)/ruff format --check airflow_provider_multimarkets tests example_dags bench scripts
 
 typecheck: venv
 	$(BIN)/mypy
@@ -30,7 +30,7 @@ unit: venv
 test: lint typecheck unit
 
 demo: venv
-	$(BIN)/python -m airflow_provider_multimarkets.demo
+	$(BIN)/python scripts/demo.py
 
 bench: venv
 	$(BIN)/python bench/run.py

@@ -104,6 +104,8 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_multimarkets.operators.msg_token",
                     "airflow_provider_multimarkets.operators.multimarkets",
                     "airflow_provider_multimarkets.operators.msg_subscribe",
+                    "airflow_provider_multimarkets.operators.order",
+                    "airflow_provider_multimarkets.operators.report",
                 ],
             }
         ],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -142,6 +142,16 @@ class SubscriptionRecorder:
     until_frame: dict[str, Any] | None = None
     stop_reason: str | None = None
     _seen: OrderedDict[tuple[Any, Any], None] = field(default_factory=OrderedDict)
+    _recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+
+    def set_until(self, condition: OrderCondition) -> None:
+        """Start waiting for ``condition``; a push that already arrived (and matches) counts."""
+        self.until = condition
+        for frame in self._recent:
+            if condition.matches(frame):
+                self.until_frame = frame
+                self.finish("until")
+                return
 
     @property
     def done(self) -> bool:
@@ -192,6 +202,7 @@ class SubscriptionRecorder:
             self.sink.write("\n")
         if len(self.inline) < self.inline_limit:
             self.inline.append(frame)
+        self._recent.append(frame)
         if self.until is not None and self.until.matches(frame):
             self.until_frame = frame
             self.finish("until")

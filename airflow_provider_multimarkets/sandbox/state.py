@@ -125,6 +125,8 @@ class SandboxState:
         self.requests: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
         self.orders: list[dict[str, Any]] = []
+        #: the last signatures received (for secret audits in tests)
+        self.seen_signatures: deque[str] = deque(maxlen=10000)
         self.rng = random.Random(self.config.seed)
         self.accounts: dict[int, list[dict[str, Any]]] = {}
         self.symbols = {s["symbolId"]: s for s in data.seed_symbols()}
@@ -188,6 +190,7 @@ class SandboxState:
             if not headers.get(name.lower()):
                 code = {"companyId": "GGATEWAY_CODE_003", "trace": "GGATEWAY_CODE_004"}.get(name, "GGATEWAY_CODE_009")
                 return self._gateway_error(trace, code, f"request header {name} is empty", biz_type)
+        self.seen_signatures.append(headers["signature"])
         record = self.keys.get(headers["apikey"])
         if record is None:
             return self._gateway_error(trace, "00012003", "API_KEY does not exist", biz_type)

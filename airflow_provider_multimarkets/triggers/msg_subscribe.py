@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -93,6 +93,12 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         self.open_timeout = open_timeout
         self._ws: Any = None
         self._sink: IO[str] | None = None
+        #: Sync mode only (never serialized): awaited once, after the subscription is acknowledged (or
+        #: after ``ack_grace`` seconds without an answer); may return an order id to wait for.
+        self.on_subscribed: Callable[[], Awaitable[str | None]] | None = None
+        self.ack_grace = 3.0
+        self._subscribed_done = False
+        self._subscribe_acked = False
 
     def __repr__(self) -> str:
         return (
@@ -275,10 +281,18 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.trade_types)
             loop = asyncio.get_running_loop()
             next_ping = loop.time() + self.ping_interval
-            last_frame = loop.time()
+            last_frame = subscribed_at = loop.time()
             idle = self._idle_timeout()
+            self._subscribe_acked = False
             while not recorder.done:
                 now = loop.time()
+                ready = self._subscribe_acked or now - subscribed_at >= self.ack_grace
+                if self.on_subscribed is not None and not self._subscribed_done and ready:
+                    self._subscribed_done = True
+                    order_id = await self.on_subscribed()
+                    if order_id:
+                        recorder.set_until(OrderCondition(str(order_id)))
+                    continue
                 remaining = self._remaining()
                 if remaining is not None and remaining <= 0:
                     recorder.finish("window")
@@ -289,6 +303,8 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                 if now - last_frame >= idle:
                     raise _Idle
                 wait = min(next_ping - now, idle - (now - last_frame))
+                if self.on_subscribed is not None and not self._subscribed_done:
+                    wait = min(wait, 0.05)
                 if remaining is not None:
                     wait = min(wait, remaining)
                 try:
@@ -312,6 +328,8 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             raise MultiMarketsMsgAuthError(_auth_message(str((content or {}).get("msg", ""))))
         if is_push(frame):
             recorder.add(frame, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+        elif frame.get("msgCode") == "subscribe_asset" and ack_code(frame) == "0":
+            self._subscribe_acked = True
         elif frame.get("msgCode") == "error" or ack_code(frame) not in (None, "0"):
             self.log.warning("Message WebSocket answered %s: %s", frame.get("msgCode"), frame.get("content"))
 

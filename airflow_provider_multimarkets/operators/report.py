@@ -1,0 +1,49 @@
+"""``MultiMarketsPushReportOperator``: turn a JSON Lines file of pushes into a JSON + CSV report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_multimarkets._compat import BaseOperator, Context
+from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
+
+
+class MultiMarketsPushReportOperator(BaseOperator):
+    """Summarise the pushes a subscription wrote (messages by type, trades by symbol and status).
+
+    Writes ``<output_dir>/<name>.json`` and ``.csv``, logs a short table and returns the figures
+    and paths (bounded: one row per symbol and status).
+
+    :param input_path: the subscription's ``output_path`` (templated).
+    :param output_dir: where the report goes (templated).
+    :param name: file name stem of the report.
+    """
+
+    template_fields: Sequence[str] = ("input_path", "output_dir", "name")
+    ui_color = "#eef7ee"
+
+    def __init__(self, *, input_path: str, output_dir: str, name: str = "push_report", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.input_path = input_path
+        self.output_dir = output_dir
+        self.name = name
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_multimarkets.reports import summarize_pushes, text_table, write_report
+
+        path = Path(self.input_path)
+        if not path.is_file():
+            raise MultiMarketsConfigError(
+                f"{self.task_id}: no pushes file at {path}. Point input_path at the subscription's output_path "
+                "(with a deferrable subscription, on a path the triggerer and this worker share)."
+            )
+        with path.open(encoding="utf-8") as handle:
+            summary = summarize_pushes(handle)
+        rows = summary["trades_by_symbol_and_status"]
+        paths = write_report(summary, rows, self.output_dir, self.name)
+        self.log.info("Pushes: %d (%s)", summary["messages"], summary["by_msg_code"])
+        self.log.info("Trades by symbol and status:\n%s", text_table(rows))
+        self.log.info("Report written to %s and %s", paths["json"], paths["csv"])
+        return {**paths, "messages": summary["messages"], "by_msg_code": summary["by_msg_code"], "trades": rows}

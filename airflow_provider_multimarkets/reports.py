@@ -1,0 +1,149 @@
+"""Report building for pushes, accounts and fills (pure logic: no Airflow, no network).
+
+Reports are written as a JSON document and a CSV table side by side; :func:`text_table` gives the
+short table that tasks log.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_multimarkets.msg_frames import ORDER_STATUS_NAMES, parse_server_frame
+
+
+def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
+    """Counts of a JSON Lines stream of pushes: by msgCode and bizType, trades by symbol and status."""
+    by_code: Counter[str] = Counter()
+    by_biz: Counter[str] = Counter()
+    trades: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"trades": 0, "lots": 0.0})
+    first = last = None
+    total = malformed = 0
+    for line in lines:
+        if not line.strip():
+            continue
+        frame = parse_server_frame(line)
+        if frame is None:
+            malformed += 1
+            continue
+        total += 1
+        by_code[str(frame.get("msgCode"))] += 1
+        content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
+        assert isinstance(content, dict)
+        if "bizType" in content:
+            by_biz[str(content["bizType"])] += 1
+        stamp = frame.get("timestamp")
+        if isinstance(stamp, int):
+            first = stamp if first is None else min(first, stamp)
+            last = stamp if last is None else max(last, stamp)
+        params = content.get("paramMap")
+        if frame.get("msgCode") == "trade" and isinstance(params, dict):
+            status = ORDER_STATUS_NAMES.get(str(params.get("orderStatus")), str(params.get("orderStatus")))
+            row = trades[(str(params.get("symbolName", params.get("symbolId", "?"))), status)]
+            row["trades"] += 1
+            try:
+                row["lots"] += float(params.get("dealAmount") or 0)
+            except (TypeError, ValueError):
+                pass
+    rows = [
+        {"symbol": symbol, "order_status": status, "trades": int(v["trades"]), "lots": round(v["lots"], 6)}
+        for (symbol, status), v in sorted(trades.items())
+    ]
+    return {
+        "messages": total,
+        "malformed_lines": malformed,
+        "by_msg_code": dict(by_code),
+        "by_biz_type": dict(by_biz),
+        "trades_by_symbol_and_status": rows,
+        "first_timestamp": first,
+        "last_timestamp": last,
+    }
+
+
+def account_report(customer: dict[str, Any], symbols: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Each account's currency, balance, equity and margin, and the symbols in trading hours."""
+    accounts = customer.get("accountList") or []
+    if isinstance(accounts, dict):  # the schema says object, the examples show an array
+        accounts = [accounts]
+    rows = [
+        {
+            "account_id": a.get("accountId"),
+            "trade_type": a.get("tradeType"),
+            "currency": a.get("currency"),
+            "balance": a.get("balance"),
+            "equity": a.get("equity"),
+            "margin": a.get("margin"),
+            "free_margin": a.get("freeMargin"),
+        }
+        for a in accounts
+        if isinstance(a, dict)
+    ]
+    open_now = [s for s in symbols if s.get("inTradeTime") == 1]
+    return {
+        "customer_no": customer.get("customerNo"),
+        "company_id": customer.get("companyId"),
+        "accounts": rows,
+        "symbols_total": len(symbols),
+        "symbols_in_trading_hours": [
+            {"symbol_id": s.get("symbolId"), "symbol": s.get("symbolCode"), "trade_type": s.get("tradeType"), "digits": s.get("symbolDigits")}
+            for s in open_now
+        ],
+    }
+
+
+def fill_report(order: dict[str, Any], final_push: dict[str, Any] | None) -> dict[str, Any]:
+    """What was asked, what the order call answered, and the final trade push of that order."""
+    params = ((final_push or {}).get("content") or {}).get("paramMap") or {}
+    return {
+        "order_id": order.get("orderId"),
+        "position_id": order.get("positionId"),
+        "symbol": order.get("symbolName"),
+        "direction": order.get("direction"),
+        "execute_price": order.get("executePrice"),
+        "final_status": ORDER_STATUS_NAMES.get(str(params.get("orderStatus")), params.get("orderStatus")),
+        "deal_price": params.get("dealPrice"),
+        "deal_amount": params.get("dealAmount"),
+        "push_biz_type": ((final_push or {}).get("content") or {}).get("bizType"),
+        "tracked": final_push is not None,
+    }
+
+
+def scale_price(price: float | str, digits: int) -> str:
+    """A price as the API wants it in orders: price x 10^digits as an integer string (1.23, 3 -> '1230')."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    scaled = (Decimal(str(price)) * (Decimal(10) ** int(digits))).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return str(int(scaled))
+
+
+def write_report(report: dict[str, Any], rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str) -> dict[str, str]:
+    """Write ``<name>.json`` (the whole report) and ``<name>.csv`` (the rows); return their paths."""
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = directory / f"{name}.json", directory / f"{name}.csv"
+    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        fields = list(rows[0]) if rows else ["empty"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return {"json": str(json_path), "csv": str(csv_path)}
+
+
+def text_table(rows: Sequence[dict[str, Any]], limit: int = 20) -> str:
+    """A fixed-width table of the first ``limit`` rows."""
+    if not rows:
+        return "(no rows)"
+    headers = list(rows[0])
+    shown = [[str(r.get(h, "")) for h in headers] for r in rows[:limit]]
+    widths = [max(len(h), *(len(r[i]) for r in shown)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in shown]
+    if len(rows) > limit:
+        lines.append(f"... {len(rows) - limit} more rows")
+    return "\n".join(lines)
