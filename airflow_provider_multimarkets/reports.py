@@ -89,7 +89,12 @@ def account_report(customer: dict[str, Any], symbols: Sequence[dict[str, Any]]) 
         "accounts": rows,
         "symbols_total": len(symbols),
         "symbols_in_trading_hours": [
-            {"symbol_id": s.get("symbolId"), "symbol": s.get("symbolCode"), "trade_type": s.get("tradeType"), "digits": s.get("symbolDigits")}
+            {
+                "symbol_id": s.get("symbolId"),
+                "symbol": s.get("symbolCode"),
+                "trade_type": s.get("tradeType"),
+                "digits": s.get("symbolDigits"),
+            }
             for s in open_now
         ],
     }
@@ -120,7 +125,9 @@ def scale_price(price: float | str, digits: int) -> str:
     return str(int(scaled))
 
 
-def write_report(report: dict[str, Any], rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str) -> dict[str, str]:
+def write_report(
+    report: dict[str, Any], rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str
+) -> dict[str, str]:
     """Write ``<name>.json`` (the whole report) and ``<name>.csv`` (the rows); return their paths."""
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)

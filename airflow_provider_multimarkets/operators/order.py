@@ -77,7 +77,12 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         data = self.hook.call(self.biz_type, order, version=self.version, group=self.group, idempotent=False)
         if not isinstance(data, dict) or "orderId" not in data:
             raise MultiMarketsMsgError(f"{self.biz_type} succeeded but returned no orderId: {data!r}")
-        self.log.info("Order placed: orderId=%s positionId=%s executePrice=%s", data["orderId"], data.get("positionId"), data.get("executePrice"))
+        self.log.info(
+            "Order placed: orderId=%s positionId=%s executePrice=%s",
+            data["orderId"],
+            data.get("positionId"),
+            data.get("executePrice"),
+        )
         return data
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -123,7 +128,9 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
             raise placed["error"]
         summary = event.get("summary") or {}
         if "order" not in placed:
-            raise MultiMarketsMsgError(f"The order was NOT placed: the subscription failed first ({event.get('message')}).")
+            raise MultiMarketsMsgError(
+                f"The order was NOT placed: the subscription failed first ({event.get('message')})."
+            )
         if event.get("status") != "success":
             raise MultiMarketsMsgError(
                 f"Order {placed['order']['orderId']} WAS placed, but tracking it failed: {event.get('message')}"
@@ -131,8 +138,12 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         until = summary.get("until") or {}
         fill = fill_report(placed["order"], until.get("final_message"))
         if not until.get("met"):
-            self.log.warning("Order %s: no final status within %.0f s.", placed["order"]["orderId"], self.window_seconds)
+            self.log.warning(
+                "Order %s: no final status within %.0f s.", placed["order"]["orderId"], self.window_seconds
+            )
         else:
-            self.log.info("Order %s reached status %s at %s.", fill["order_id"], fill["final_status"], fill["deal_price"])
+            self.log.info(
+                "Order %s reached status %s at %s.", fill["order_id"], fill["final_status"], fill["deal_price"]
+            )
         summary.pop("messages_inline", None)
         return {"order": placed["order"], "fill": fill, "subscription": summary}
