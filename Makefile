@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 AIRFLOW_VERSION ?= 3.3.2
 STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
-.PHONY: venv test lint typecheck unit demo bench clean
+COMPAT_VERSIONS ?= 2.11.2 3.0.6
+
+.PHONY: venv test lint typecheck unit demo bench clean test-compat
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +35,22 @@ demo: venv
 	$(BIN)/python scripts/demo.py
 
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m pip install -q apache-airflow-providers-http
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The unit and end-to-end suites on older Airflow versions, each in its own virtual environment.
+test-compat:
+	@set -e; for v in $(COMPAT_VERSIONS); do \
+	  env=.venv-airflow-$$v; \
+	  if [ ! -f $$env/.installed ]; then \
+	    $(PYTHON) -m venv $$env && $$env/bin/python -m pip install -q --upgrade pip && \
+	    $$env/bin/python -m pip install -q "apache-airflow==$$v" -e ".[test]" && touch $$env/.installed; \
+	  fi; \
+	  echo "== Airflow $$v"; \
+	  start=$$(date +%s); \
+	  $$env/bin/python -m pytest -q tests; \
+	  echo "== Airflow $$v: suite took $$(( $$(date +%s) - start )) s"; \
+	done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-airflow-* .mypy_cache .ruff_cache build *.egg-info

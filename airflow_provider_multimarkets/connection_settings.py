@@ -37,6 +37,7 @@ KNOWN_EXTRAS = frozenset(
         "max_retries",
         "retry_backoff",
         "rate_limit_per_minute",
+        "rate_limit_window",
         "msg_ws_url",
         "app_id",
         "device",
@@ -59,6 +60,7 @@ class ConnectionSettings:
     max_retries: int = DEFAULT_MAX_RETRIES
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
+    rate_limit_window: float = 60.0
     msg_ws_url: str | None = None
     app_id: str | None = None
     device: int = 1
@@ -278,6 +280,7 @@ def settings_from_connection(
         max_retries=_as_int(extra, "max_retries", DEFAULT_MAX_RETRIES, 0),
         retry_backoff=_as_float(extra, "retry_backoff", DEFAULT_RETRY_BACKOFF, 0.0),
         rate_limit_per_minute=_as_int(extra, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, 0),
+        rate_limit_window=_as_float(extra, "rate_limit_window", 60.0, 0.001),
         msg_ws_url=ws_url,
         app_id=str(app_id).strip() if app_id not in (None, "") else None,
         device=_as_int(extra, "device", 1, 1),

@@ -128,7 +128,7 @@ class SubscriptionRecorder:
     until: OrderCondition | None = None
     sink: IO[str] | None = None
     inline_limit: int = 0
-    dedup_window: int = 100_000
+    dedup_window: int = 20_000
     messages: int = 0
     duplicates: int = 0
     malformed: int = 0
@@ -141,8 +141,8 @@ class SubscriptionRecorder:
     inline: list[dict[str, Any]] = field(default_factory=list)
     until_frame: dict[str, Any] | None = None
     stop_reason: str | None = None
-    _seen: OrderedDict[tuple[Any, Any], None] = field(default_factory=OrderedDict)
-    _recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=1000))
+    _seen: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    _recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=256))
 
     def set_until(self, condition: OrderCondition) -> None:
         """Start waiting for ``condition``; a push that already arrived (and matches) counts."""
@@ -176,13 +176,14 @@ class SubscriptionRecorder:
         """Record a push; ``False`` when it was a duplicate (already delivered)."""
         seq, trace = frame.get("seqId"), frame.get("trace")
         if seq is not None or trace is not None:
-            key = (seq, trace)
-            if key in self._seen:
+            key = hash((seq, trace))  # an int: a fraction of the memory of the pair itself
+            seen = self._seen
+            if key in seen:
                 self.duplicates += 1
                 return False
-            self._seen[key] = None
-            if len(self._seen) > self.dedup_window:
-                self._seen.popitem(last=False)
+            seen[key] = None
+            if len(seen) > self.dedup_window:
+                seen.popitem(last=False)
         self.messages += 1
         code = str(frame.get("msgCode"))
         self.by_msg_code[code] += 1
@@ -198,8 +199,9 @@ class SubscriptionRecorder:
                 self.first_timestamp = stamp
             self.last_timestamp = stamp
         if self.sink is not None:
-            self.sink.write(raw if raw is not None else json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
-            self.sink.write("\n")
+            self.sink.write(
+                (raw if raw is not None else json.dumps(frame, separators=(",", ":"), ensure_ascii=False)) + "\n"
+            )
         if len(self.inline) < self.inline_limit:
             self.inline.append(frame)
         self._recent.append(frame)

@@ -12,7 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from airflow.sdk import DAG, Param
+try:
+    from airflow.sdk import DAG, Param
+except ImportError:  # Airflow 2.x
+    from airflow.models.dag import DAG  # type: ignore[assignment]
+    from airflow.models.param import Param  # type: ignore[assignment]
 
 from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator
 from airflow_provider_multimarkets.operators.msg_token import GetMsgTokenOperator

@@ -14,7 +14,12 @@ import datetime as dt
 import os
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+try:
+    from airflow.sdk import DAG, Param, task
+except ImportError:  # Airflow 2.x
+    from airflow.decorators import task  # type: ignore[no-redef]
+    from airflow.models.dag import DAG  # type: ignore[assignment]
+    from airflow.models.param import Param  # type: ignore[assignment]
 
 from airflow_provider_multimarkets.operators.multimarkets import MultiMarketsOperator
 from airflow_provider_multimarkets.operators.order import MultiMarketsMarketOrderOperator

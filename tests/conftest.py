@@ -36,6 +36,25 @@ DEMO_PRIVATE_KEY = "MIICdwIBADANBgkqhkiG9w0BAQEFAASCAmEwggJdAgEAAoGBAMElXgnHKpoM
 DEMO_PUBLIC_KEY = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDBJV4JxyqaDP8v+Ue3nTo3CudrQB4y2ihMY8USZ029N4CGX1yyfkioXFOsJr0v36cjoUNsS7TOHMVmysxApfvKRJ+zgUQMOykxUAgiHG107hhPMN8hefTx+eoM60P0tQkVSAQWBRShHXbNDCmnpwG4qT5HnMa55ct+WwNUcLLUDQIDAQAB"
 
 
+#: The isolated-margin market order of the documented Order Process (sandbox seed data).
+ORDER_BIZ_TYPE = "tradeapi.app.OrderApiService.addMarketOrder"
+ORDER_BODY: dict[str, Any] = {
+    "accountCurrency": "CNY",
+    "accountDigits": 2,
+    "accountId": 1034124,
+    "bizType": 1,
+    "crossLevelNum": 1,
+    "direction": 1,
+    "entryType": 1,
+    "expireType": 1,
+    "requestNum": "0.100000",
+    "requestPrice": "167655",
+    "requestTime": 1698299972000,
+    "symbolId": 8390,
+    "tradeType": 2,
+}
+
+
 @pytest.fixture(scope="session")
 def key_pair() -> tuple[str, str]:
     from airflow_provider_multimarkets.sandbox.keys import generate_key_pair
@@ -110,7 +129,10 @@ def ti_states(dag_run: Any) -> dict[str, str]:
 
 
 def xcom_value(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
-    from airflow.models.xcom import XComModel
+    try:
+        from airflow.models.xcom import XComModel
+    except ImportError:  # Airflow 2.x
+        from airflow.models.xcom import XCom as XComModel  # type: ignore[assignment]
     from airflow.utils.session import create_session
 
     with create_session() as session:

@@ -268,7 +268,9 @@ def test_tls_error_is_permanent(demo_conn: dict[str, Any], requests_mock: Any, s
     assert sleeps == []
 
 
-def test_tls_verification_on_by_default(demo_conn: dict[str, Any]) -> None:
+def test_tls_verification_on_by_default(demo_conn: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     assert MultiMarketsHook().session.verify is True
 
 
@@ -408,7 +410,10 @@ def test_no_secret_in_logs_errors_or_reprs(
 
 
 def test_secret_and_token_are_registered_with_the_masker(demo_conn: dict[str, Any], requests_mock: Any) -> None:
-    from airflow.sdk.log import _secrets_masker  # type: ignore[attr-defined]
+    try:
+        from airflow.sdk.log import _secrets_masker  # type: ignore[attr-defined]
+    except ImportError:  # Airflow 2.x / 3.0
+        from airflow.utils.log.secrets_masker import _secrets_masker  # type: ignore[no-redef]
 
     requests_mock.post(TOKEN_URL, json=OK_TOKEN)
     token = MultiMarketsHook().get_msg_token()
@@ -439,3 +444,20 @@ def test_context_manager_closes_session(demo_conn: dict[str, Any], requests_mock
         assert "session" in hook.__dict__
     assert "session" not in hook.__dict__
     json.dumps(OK_TOKEN)
+
+
+def test_proxy_environment_read_once_and_honoured(demo_conn: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost")
+    session = MultiMarketsHook().session
+    assert session.trust_env is False
+    assert session.proxies.get("https") == "http://proxy.internal:3128"
+
+
+def test_no_proxy_bypass_and_ca_bundle(demo_conn: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "mm.example.test")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    session = MultiMarketsHook().session
+    assert "https" not in session.proxies
+    assert session.verify == "/etc/ssl/certs/ca-certificates.crt"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import load_dag, set_connection, ti_states, xcom_value
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, load_dag, set_connection, ti_states, xcom_value
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
@@ -23,21 +23,7 @@ from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMs
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
 
-ORDER = "tradeapi.app.OrderApiService.addMarketOrder"
-ORDER_BODY = {
-    "accountCurrency": "CNY",
-    "accountDigits": 2,
-    "accountId": 1034124,
-    "bizType": 1,
-    "crossLevelNum": 1,
-    "direction": 1,
-    "entryType": 1,
-    "requestNum": "0.1",
-    "requestPrice": "167655",
-    "requestTime": 1698299972000,
-    "symbolId": 8390,
-    "tradeType": 2,
-}
+ORDER = ORDER_BIZ_TYPE
 
 
 def run_trigger(**kwargs: Any) -> dict[str, Any]:

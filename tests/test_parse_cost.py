@@ -22,8 +22,15 @@ FORBIDDEN = (
 
 PROBE = r"""
 import json, sys, time
-import airflow.sdk
-from airflow.sdk import BaseOperator, BaseHook  # resolve the lazy names a DAG file uses anyway
+try:
+    import airflow.sdk
+    from airflow.sdk import BaseOperator, DAG  # resolve the lazy names a DAG file uses anyway
+except ImportError:  # Airflow 2.x
+    from airflow.models import BaseOperator, DAG
+try:
+    from airflow.sdk import BaseHook
+except ImportError:
+    from airflow.hooks.base import BaseHook
 before = set(sys.modules)
 t = time.perf_counter()
 import airflow_provider_multimarkets.operators.msg_token

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import set_connection
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, set_connection
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
@@ -27,23 +27,9 @@ from airflow_provider_multimarkets.exceptions import (
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.sandbox import HttpFault, SandboxConfig
 
-ORDER_ISOLATED = "tradeapi.app.OrderApiService.addMarketOrder"
+ORDER_ISOLATED = ORDER_BIZ_TYPE
 ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
-ISOLATED_BODY = {
-    "accountCurrency": "CNY",
-    "accountDigits": 2,
-    "accountId": 1034124,
-    "bizType": 1,
-    "crossLevelNum": 1,
-    "direction": 1,
-    "entryType": 1,
-    "expireType": 1,
-    "requestNum": "0.100000",
-    "requestPrice": "167655",
-    "requestTime": 1698299972000,
-    "symbolId": 8390,
-    "tradeType": 2,
-}
+ISOLATED_BODY = ORDER_BODY
 CROSS_BODY = {
     "accountCurrency": "USDT",
     "accountDigits": 2,
@@ -285,7 +271,7 @@ def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch
 
 
 def test_waiting_out_a_429_is_not_a_ban(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=0.5))
+    sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=2.0))
     set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1))
     hook = MultiMarketsHook()
     for _ in range(4):  # the 4th gets a 429, honours Retry-After, then succeeds

@@ -6,6 +6,7 @@ never when a DAG file imports an operator.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import uuid
@@ -138,7 +139,15 @@ class MultiMarketsHook(BaseHook):
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        session.verify = self.settings.verify
+        # The environment (HTTPS_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE) is read once here instead of on
+        # every request (requests' trust_env re-scans os.environ and stats netrc per call); netrc is
+        # never consulted, so it cannot add an Authorization header to signed calls.
+        session.trust_env = False
+        session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
+        verify = self.settings.verify
+        if verify is True:
+            verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        session.verify = verify
         session.headers.update(
             {
                 "User-Agent": self.user_agent,
@@ -165,9 +174,11 @@ class MultiMarketsHook(BaseHook):
 
     @cached_property
     def limiter(self) -> SlidingWindowLimiter | None:
-        from airflow_provider_multimarkets.rate_limit import limiter_for
+        from airflow_provider_multimarkets.rate_limit import SAFETY_MARGIN_SECONDS, limiter_for
 
-        return limiter_for(self.settings.api_key, self.settings.rate_limit_per_minute)
+        settings = self.settings
+        margin = min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 10)
+        return limiter_for(settings.api_key, settings.rate_limit_per_minute, settings.rate_limit_window, margin)
 
     def close(self) -> None:
         """Close the HTTP session (it is rebuilt on the next call)."""
@@ -274,7 +285,6 @@ class MultiMarketsHook(BaseHook):
             )
         except requests.RequestException as exc:
             raise transport_error(exc, url, self.settings.timeout) from None
-        self.log.debug("MultiMarkets %s -> HTTP %s [trace %s]", biz_type, response.status_code, headers["trace"])
         return parse_response(
             response.status_code,
             response.content,
@@ -310,58 +320,30 @@ class MultiMarketsHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The same fields as ``conn-fields`` in ``get_provider_info`` (one source), for Airflow < 3.2."""
         from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
         from wtforms import BooleanField, IntegerField, StringField
         from wtforms.validators import NumberRange, Optional
 
-        return {
-            "company_id": IntegerField(
-                lazy_gettext("Company ID"),
-                widget=BS3TextFieldWidget(),
-                validators=[NumberRange(min=0)],
-                description="Required. Your platform company id (439 on the PRE test platform).",
-            ),
-            "lang": StringField(
-                lazy_gettext("Language"),
-                widget=BS3TextFieldWidget(),
-                description="Optional. The lang header, e.g. en-US or zh-CN.",
-            ),
-            "recv_window": IntegerField(
-                lazy_gettext("recvWindow (ms)"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(strip_whitespace=True), NumberRange(min=1)],
-                description="Optional. How long a signed request stays valid, in ms (default 5000).",
-            ),
-            "timeout": StringField(
-                lazy_gettext("Timeout (s)"),
-                widget=BS3TextFieldWidget(),
-                description="Optional. Read timeout in seconds (default 30; connect timeout 10).",
-            ),
-            "verify": BooleanField(lazy_gettext("Verify TLS"), default=True),
-            "max_retries": IntegerField(
-                lazy_gettext("Max retries"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
-                description="Optional. Retries of idempotent calls on 5xx/429/network errors (default 3).",
-            ),
-            "rate_limit_per_minute": IntegerField(
-                lazy_gettext("Calls per minute"),
-                widget=BS3TextFieldWidget(),
-                validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
-                description="Optional. Client-side limit per apiKey and process (default 100; 0 = off).",
-            ),
-            "msg_ws_url": StringField(
-                lazy_gettext("Message WebSocket URL"),
-                widget=BS3TextFieldWidget(),
-                description="Optional. e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
-            ),
-            "app_id": StringField(
-                lazy_gettext("App ID"),
-                widget=BS3TextFieldWidget(),
-                description="Optional. The {appId} of the message WebSocket URL (default: company id).",
-            ),
-        }
+        from airflow_provider_multimarkets.get_provider_info import CONN_FIELDS
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            kinds = spec["schema"]["type"]
+            label, description = lazy_gettext(spec["label"]), spec["description"]
+            if "boolean" in kinds:
+                widgets[name] = BooleanField(label, default=True, description=description)
+            elif "integer" in kinds:
+                widgets[name] = IntegerField(
+                    label,
+                    widget=BS3TextFieldWidget(),
+                    validators=[Optional(strip_whitespace=True), NumberRange(min=0)],
+                    description=description,
+                )
+            else:
+                widgets[name] = StringField(label, widget=BS3TextFieldWidget(), description=description)
+        return widgets
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

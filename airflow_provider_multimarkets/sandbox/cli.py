@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed of the simulated prices and trades")
     p.add_argument("--trade-stream-rate", type=float, default=0.0, help="synthetic trade pushes per second (0: off)")
     p.add_argument("--trade-stream-limit", type=int, default=None, help="stop the synthetic stream after N pushes")
+    p.add_argument(
+        "--burst-after-subscribe", type=int, default=0, help="benchmark: N pushes as fast as possible after a subscribe"
+    )
     p.add_argument("--rate-limit", type=int, default=100, help="calls per window per apiKey before a 429")
     p.add_argument("--rate-window", type=float, default=60.0, help="rate-limit window in seconds")
     p.add_argument("--ban-seconds", type=float, default=300.0, help="first ban after calling on past a 429")
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         signature_mode=args.signature_mode,
         trade_stream_rate=args.trade_stream_rate,
         trade_stream_limit=args.trade_stream_limit,
+        burst_after_subscribe=args.burst_after_subscribe,
         seed=args.seed,
     )
     keys: dict[str, Any] = load_or_create(args.key_file) if args.key_file else {}

@@ -72,6 +72,8 @@ class SandboxApp:
     async def http(self, request: web.Request) -> web.StreamResponse:
         biz_type = request.match_info["biz_type"]
         raw = await request.read()
+        with self.state.lock:
+            self.state.received[biz_type] += 1
         fault = self.state.faults.take(biz_type)
         if fault is not None and not fault.after_processing:
             return await self._apply_fault(request, fault, None, biz_type)
@@ -203,10 +205,13 @@ class _Connection:
         self.writer: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
         self.drop_armed = False
+        self.burst: asyncio.Task[None] | None = None
 
     def detach(self) -> None:
         if self.writer:
             self.writer.cancel()
+        if self.burst:
+            self.burst.cancel()
         if self.stream is not None and self.stream.wake == self._wake:
             self.stream.wake = None
             self.stream.attached = False
@@ -290,6 +295,8 @@ class _Connection:
                     else:
                         self.stream.trade_types -= wanted
                 await self.send(self.ack(frame, msg_type, tradeTypes=",".join(sorted(self.stream.trade_types))))
+                if msg_type == "subscribe_asset" and cfg.burst_after_subscribe:
+                    self.burst = asyncio.create_task(self.send_burst(cfg.burst_after_subscribe, sorted(wanted)[0]))
             elif msg_type == "logout":
                 await self.send(self.ack(frame, "logout"))
                 await self.ws.close(code=1000, message=b"logout")
@@ -329,6 +336,25 @@ class _Connection:
         self.writer = asyncio.create_task(self.write_loop())
         self.wake.set()
         return True
+
+    async def send_burst(self, count: int, trade_type: str) -> None:
+        """Benchmark mode: ``count`` trade pushes from one pre-rendered template, as fast as possible."""
+        stream = self.stream
+        assert stream is not None
+        content = self.state.synthetic_trade(stream.company_id, trade_type)
+        template = _json({"msgCode": "trade", "timestamp": 0, "trace": "@T@", "seqId": 0, "content": content})
+        head, _, tail = template.partition('"timestamp":0,"trace":"@T@","seqId":0')
+        started = time.monotonic()
+        for _ in range(count):
+            if self.ws.closed:
+                return
+            seq = stream.next_seq
+            stream.next_seq += 1
+            ms = int(time.time() * 1000)
+            await self.ws.send_str(f'{head}"timestamp":{ms},"trace":"x-{ms}-{seq}_burst","seqId":{seq}{tail}')
+        elapsed = time.monotonic() - started
+        self.app.ws_stats["burst_rate"] = int(count / elapsed) if elapsed else 0
+        self.app.ws_stats["pushed"] += count
 
     async def write_loop(self) -> None:
         faults = self.state.faults.ws

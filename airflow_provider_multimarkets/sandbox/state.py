@@ -69,6 +69,9 @@ class SandboxConfig:
     trade_stream_limit: int | None = None
     require_app_id: str | None = None
     seed: int = 7
+    burst_after_subscribe: int = 0
+    """Benchmark mode: right after a subscribe, send this many pre-rendered trade pushes as fast as
+    the socket takes them (seqId and trace still unique), then carry on normally."""
 
 
 @dataclass
@@ -123,6 +126,8 @@ class SandboxState:
         self.keys: dict[str, ApiKeyRecord] = {}
         self.streams: dict[str, MsgStream] = {}
         self.requests: Counter[str] = Counter()
+        #: every request that reached the server, faulted ones included (``requests`` counts handled ones)
+        self.received: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
         self.orders: list[dict[str, Any]] = []
         #: the last signatures received (for secret audits in tests)

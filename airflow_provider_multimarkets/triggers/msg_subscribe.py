@@ -99,6 +99,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         self.ack_grace = 3.0
         self._subscribed_done = False
         self._subscribe_acked = False
+        self._last_frame = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -144,13 +145,8 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         )
 
     async def _mask_token(self) -> None:
-        try:
-            from airflow.sdk.log import amask_secret
-        except ImportError:  # pragma: no cover - Airflow 2.x
-            from airflow_provider_multimarkets._compat import mask_secret
+        from airflow_provider_multimarkets._compat import amask_secret
 
-            mask_secret(self.token)
-            return
         await amask_secret(self.token)
 
     # ---- run ---------------------------------------------------------------------------------------
@@ -279,42 +275,62 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             await ws.send(next_frame("login"))
             await ws.send(next_frame("subscribe_asset", {"tradeTypes": self.trade_types}))
             self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.trade_types)
-            loop = asyncio.get_running_loop()
-            next_ping = loop.time() + self.ping_interval
-            last_frame = subscribed_at = loop.time()
-            idle = self._idle_timeout()
             self._subscribe_acked = False
-            while not recorder.done:
-                now = loop.time()
-                ready = self._subscribe_acked or now - subscribed_at >= self.ack_grace
-                if self.on_subscribed is not None and not self._subscribed_done and ready:
-                    self._subscribed_done = True
-                    order_id = await self.on_subscribed()
-                    if order_id:
-                        recorder.set_until(OrderCondition(str(order_id)))
-                    continue
-                remaining = self._remaining()
-                if remaining is not None and remaining <= 0:
-                    recorder.finish("window")
-                    break
-                if now >= next_ping:
-                    await ws.send(next_frame("ping"))
-                    next_ping = now + self.ping_interval
-                if now - last_frame >= idle:
-                    raise _Idle
-                wait = min(next_ping - now, idle - (now - last_frame))
-                if self.on_subscribed is not None and not self._subscribed_done:
-                    wait = min(wait, 0.05)
-                if remaining is not None:
-                    wait = min(wait, remaining)
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=max(wait, 0.001))
-                except asyncio.TimeoutError:
-                    continue
-                last_frame = loop.time()
-                self._handle(raw, recorder)
-            await self._goodbye(ws, next_frame)
+            self._last_frame = time.monotonic()
+            # One task reads (no timer per message: the hot path), one keeps time: pings, the
+            # window, a silent server, and the sync-mode "after subscribed" callback.
+            reader = asyncio.create_task(self._read(ws, recorder))
+            ticker = asyncio.create_task(self._tick(ws, recorder, next_frame))
+            try:
+                done, _ = await asyncio.wait({reader, ticker}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reader, ticker):
+                    task.cancel()
+                await asyncio.gather(reader, ticker, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raise ConnectionClosed, _Idle, auth errors, callback errors
+            if recorder.done:
+                await self._goodbye(ws, next_frame)
             self._ws = None
+
+    async def _read(self, ws: Any, recorder: SubscriptionRecorder) -> None:
+        handle, clock = self._handle, time.monotonic
+        async for raw in ws:
+            self._last_frame = clock()
+            handle(raw, recorder)
+            if recorder.done:
+                return
+
+    async def _tick(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> None:
+        clock = time.monotonic
+        subscribed_at = clock()
+        next_ping = subscribed_at + self.ping_interval
+        idle = self._idle_timeout()
+        while not recorder.done:
+            now = clock()
+            waiting_callback = self.on_subscribed is not None and not self._subscribed_done
+            if waiting_callback and (self._subscribe_acked or now - subscribed_at >= self.ack_grace):
+                self._subscribed_done = True
+                assert self.on_subscribed is not None
+                order_id = await self.on_subscribed()
+                if order_id:
+                    recorder.set_until(OrderCondition(str(order_id)))
+                continue
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                recorder.finish("window")
+                return
+            if now >= next_ping:
+                await ws.send(next_frame("ping"))
+                next_ping = now + self.ping_interval
+            if now - self._last_frame >= idle:
+                raise _Idle
+            wait = min(next_ping - now, idle - (now - self._last_frame))
+            if waiting_callback:
+                wait = min(wait, 0.05)
+            if remaining is not None:
+                wait = min(wait, remaining)
+            await asyncio.sleep(max(wait, 0.001))
 
     def _handle(self, raw: str | bytes, recorder: SubscriptionRecorder) -> None:
         frame = parse_server_frame(raw)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import DAG, task
+try:
+    from airflow.sdk import DAG, task
+except ImportError:  # Airflow 2.x
+    from airflow.decorators import task  # type: ignore[no-redef]
+    from airflow.models.dag import DAG  # type: ignore[assignment]
 
 from airflow_provider_multimarkets.operators.msg_token import GetMsgTokenOperator
 from airflow_provider_multimarkets.operators.multimarkets import MultiMarketsOperator
