@@ -132,7 +132,9 @@ def xcom_value(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
     try:
         from airflow.models.xcom import XComModel
     except ImportError:  # Airflow 2.x
-        from airflow.models.xcom import XCom as XComModel  # type: ignore[assignment]
+        from airflow.models.xcom import XCom
+
+        return XCom.get_one(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key)
     from airflow.utils.session import create_session
 
     with create_session() as session:

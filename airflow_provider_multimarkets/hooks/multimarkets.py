@@ -177,7 +177,7 @@ class MultiMarketsHook(BaseHook):
         from airflow_provider_multimarkets.rate_limit import SAFETY_MARGIN_SECONDS, limiter_for
 
         settings = self.settings
-        margin = min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 10)
+        margin = min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 4)
         return limiter_for(settings.api_key, settings.rate_limit_per_minute, settings.rate_limit_window, margin)
 
     def close(self) -> None:
