@@ -185,16 +185,20 @@ class SubscriptionRecorder:
             if len(seen) > self.dedup_window:
                 seen.popitem(last=False)
         self.messages += 1
-        code = str(frame.get("msgCode"))
-        self.by_msg_code[code] += 1
+        code = frame.get("msgCode")
+        self.by_msg_code[code if type(code) is str else str(code)] += 1
         content = frame.get("content")
-        if isinstance(content, dict) and "bizType" in content:
-            self.by_biz_type[str(content["bizType"])] += 1
-        status = _param_map(frame).get("orderStatus")
-        if status is not None:
-            self.by_order_status[str(status)] += 1
+        if type(content) is dict:
+            biz_type = content.get("bizType")
+            if biz_type is not None:
+                self.by_biz_type[str(biz_type)] += 1
+            params = content.get("paramMap")
+            if type(params) is dict:
+                status = params.get("orderStatus")
+                if status is not None:
+                    self.by_order_status[str(status)] += 1
         stamp = frame.get("timestamp")
-        if isinstance(stamp, int) and not isinstance(stamp, bool):
+        if type(stamp) is int:
             if self.first_timestamp is None:
                 self.first_timestamp = stamp
             self.last_timestamp = stamp

@@ -515,7 +515,7 @@ def main() -> int:
     if args.only in (None, "signing"):
         bench_signing(5 if q else 15, 500 if q else 1000)
     if args.only in (None, "stream"):
-        bench_stream(1 if q else 3, 20_000 if q else 100_000, 100_000 if q else 1_000_000)
+        bench_stream(1 if q else 5, 20_000 if q else 100_000, 100_000 if q else 1_000_000)
     lines = [
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} in {time.time() - started:.0f} s: python {platform.python_version()}, "
         f"airflow {airflow.__version__}, {os.cpu_count()} cores ({platform.machine()}). Medians; ours and baseline alternate each round.",
