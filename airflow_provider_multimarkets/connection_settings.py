@@ -25,6 +25,12 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_RETRY_BACKOFF = 1.0
 DEFAULT_RATE_LIMIT_PER_MINUTE = 100
 DEFAULT_LANG = "en-US"
+DEFAULT_RATE_LIMIT_MAX_WAIT = 120.0
+DEFAULT_BAN_SECONDS = 300.0
+#: Where the apiKey's call budget is shared: ``host`` (all processes of a host), ``redis`` (all
+#: hosts, named by ``rate_limit_redis_conn_id``), ``process`` (this process only).
+RATE_LIMIT_STORES = ("host", "redis", "process")
+RATE_LIMIT_FALLBACKS = ("fail", "host")
 
 #: Extra keys this provider reads; any other key is ignored with a warning, never sent as a header.
 KNOWN_EXTRAS = frozenset(
@@ -38,6 +44,12 @@ KNOWN_EXTRAS = frozenset(
         "retry_backoff",
         "rate_limit_per_minute",
         "rate_limit_window",
+        "rate_limit_store",
+        "rate_limit_dir",
+        "rate_limit_redis_conn_id",
+        "rate_limit_max_wait",
+        "rate_limit_fallback",
+        "ban_seconds",
         "msg_ws_url",
         "app_id",
         "device",
@@ -61,6 +73,12 @@ class ConnectionSettings:
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
     rate_limit_window: float = 60.0
+    rate_limit_store: str = "host"
+    rate_limit_dir: str | None = None
+    rate_limit_redis_conn_id: str | None = None
+    rate_limit_max_wait: float = DEFAULT_RATE_LIMIT_MAX_WAIT
+    rate_limit_fallback: str = "fail"
+    ban_seconds: float = DEFAULT_BAN_SECONDS
     msg_ws_url: str | None = None
     app_id: str | None = None
     device: int = 1
@@ -141,7 +159,7 @@ def _as_int(extra: Mapping[str, Any], key: str, default: int, minimum: int, unit
     return number
 
 
-def _as_float(extra: Mapping[str, Any], key: str, default: float, minimum: float) -> float:
+def _as_float(extra: Mapping[str, Any], key: str, default: float, minimum: float, maximum: float = 86400.0) -> float:
     value = extra.get(key)
     if value is None or value == "":
         return default
@@ -153,6 +171,8 @@ def _as_float(extra: Mapping[str, Any], key: str, default: float, minimum: float
         ) from None
     if not number >= minimum:
         raise _fail(key, f"must be at least {minimum:g}, got {number:g}", f"Set extra '{key}' to {default:g} or more")
+    if number > maximum:
+        raise _fail(key, f"must be at most {maximum:g}, got {number:g}", f"Set extra '{key}' to e.g. {default:g}")
     return number
 
 
@@ -168,6 +188,24 @@ def _as_bool(extra: Mapping[str, Any], key: str, default: bool) -> bool:
     if text in ("false", "0", "no", "off"):
         return False
     raise _fail(key, f"must be true or false, got {value!r}", f"Set extra '{key}' to true or false")
+
+
+def _as_text(extra: Mapping[str, Any], key: str) -> str | None:
+    value = extra.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise _fail(key, f"must be a string, got {type(value).__name__}", f"Set extra '{key}' to a text value")
+    return value.strip()
+
+
+def _choice(extra: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value = _as_text(extra, key)
+    if value is None:
+        return default
+    if value.lower() not in choices:
+        raise _fail(key, f"must be one of {', '.join(choices)}, got {value!r}", f"Set extra '{key}' to {default!r}")
+    return value.lower()
 
 
 def _timeout(extra: Mapping[str, Any]) -> tuple[float, float]:
@@ -268,6 +306,14 @@ def settings_from_connection(
     else:
         ws_url = None
     app_id = extra.get("app_id")
+    redis_conn_id = _as_text(extra, "rate_limit_redis_conn_id")
+    store = _choice(extra, "rate_limit_store", RATE_LIMIT_STORES, "redis" if redis_conn_id else "host")
+    if store == "redis" and not redis_conn_id:
+        raise _fail(
+            "rate_limit_redis_conn_id",
+            "is missing while 'rate_limit_store' is 'redis'",
+            "Name the Airflow Redis connection that every host can reach, or remove 'rate_limit_store'",
+        )
     return ConnectionSettings(
         base_url=normalize_base_url(host, port),
         api_key=api_key,
@@ -281,6 +327,12 @@ def settings_from_connection(
         retry_backoff=_as_float(extra, "retry_backoff", DEFAULT_RETRY_BACKOFF, 0.0),
         rate_limit_per_minute=_as_int(extra, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, 0),
         rate_limit_window=_as_float(extra, "rate_limit_window", 60.0, 0.001),
+        rate_limit_store=store,
+        rate_limit_dir=_as_text(extra, "rate_limit_dir"),
+        rate_limit_redis_conn_id=redis_conn_id,
+        rate_limit_max_wait=_as_float(extra, "rate_limit_max_wait", DEFAULT_RATE_LIMIT_MAX_WAIT, 0.0),
+        rate_limit_fallback=_choice(extra, "rate_limit_fallback", RATE_LIMIT_FALLBACKS, "fail"),
+        ban_seconds=_as_float(extra, "ban_seconds", DEFAULT_BAN_SECONDS, 1.0),
         msg_ws_url=ws_url,
         app_id=str(app_id).strip() if app_id not in (None, "") else None,
         device=_as_int(extra, "device", 1, 1),

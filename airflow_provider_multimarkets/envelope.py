@@ -59,8 +59,9 @@ GATEWAY_CODES: dict[str, GatewayCode] = {
     ),
     "00012005": GatewayCode(
         "requests too frequent",
-        "The Open API allows 100 calls per minute per apiKey: lower 'rate_limit_per_minute' in the "
-        "connection extra or put the tasks in an Airflow pool.",
+        "The Open API allows 100 calls per minute per apiKey, across every host that uses it. If this "
+        "repeats, something outside the shared budget uses the key: give every host the same Redis "
+        "('rate_limit_redis_conn_id'), or lower 'rate_limit_per_minute'.",
     ),
     "00012006": GatewayCode(
         "API key expired",
@@ -147,16 +148,18 @@ def _parse(status: int, body: bytes, retry_after: str | None, biz_type: str, url
         raise MultiMarketsRateLimitError(
             f"HTTP 429 from the MultiMarkets gateway for {what}: more than the allowed calls per "
             f"minute for this apiKey (100/min).{after} Calling on after a 429 gets the key banned "
-            "(HTTP 418): lower 'rate_limit_per_minute' or use an Airflow pool.",
+            "(HTTP 418): every process that shares the apiKey's call budget now waits until then.",
             retry_after=wait,
             body_excerpt=excerpt(body),
         )
     if status == 418:
+        ban = parse_retry_after(retry_after)
         raise MultiMarketsBannedError(
             f"HTTP 418 from the MultiMarkets gateway for {what}: the apiKey kept calling after a 429 "
             "and is disabled for at least 5 minutes (10 minutes on a repeat). Do not retry now: wait "
-            "out the ban, then lower the call rate ('rate_limit_per_minute', an Airflow pool).",
+            "out the ban, then lower the call rate ('rate_limit_per_minute').",
             body_excerpt=excerpt(body),
+            retry_after=ban,
         )
 
     try:

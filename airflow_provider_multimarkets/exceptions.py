@@ -67,10 +67,31 @@ class MultiMarketsRateLimitError(MultiMarketsHTTPError):
 
 
 class MultiMarketsBannedError(MultiMarketsHTTPError):
-    """HTTP 418: the apiKey kept calling after a 429 and is disabled for 5 minutes or more."""
+    """HTTP 418: the apiKey kept calling after a 429 and is disabled for 5 minutes or more.
 
-    def __init__(self, message: str, *, body_excerpt: str = "") -> None:
+    ``retry_after`` is the server's Retry-After in seconds when it sent one; ``ban_ends_at`` (epoch
+    seconds) is set when the error comes from the shared ban breaker, before any call was sent.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        body_excerpt: str = "",
+        retry_after: float | None = None,
+        ban_ends_at: float | None = None,
+    ) -> None:
         super().__init__(message, http_status=418, body_excerpt=body_excerpt)
+        self.retry_after = retry_after
+        self.ban_ends_at = ban_ends_at
+
+
+class MultiMarketsBudgetError(MultiMarketsError):
+    """The shared call budget's store (Redis, or the host directory) cannot be used; no call was sent."""
+
+    def __init__(self, message: str, *, cause: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class MultiMarketsResponseError(MultiMarketsError):

@@ -5,12 +5,17 @@ Rules ("never double-trade"):
 * A request that provably never left this machine (connection refused, DNS failure, connect
   timeout) is retried for every call, orders included.
 * A request that may have reached the server (read timeout, connection dropped mid-answer, HTTP
-  5xx, HTTP 429) is retried only when the call is idempotent. Order placement
-  (``idempotent=False``) is never retried on those.
-* Never retried: HTTP 418 (the apiKey is banned for 5+ minutes), other 4xx, error envelopes,
-  bodies that are not an envelope, configuration and TLS errors.
+  5xx) is retried only when the call is idempotent. Order placement (``idempotent=False``) is
+  never retried on those.
+* HTTP 429 and 418 first block the apiKey for every process that shares its call budget
+  (``budget.CallBudget.record``: until Retry-After, else one window for a 429 and ``ban_seconds``
+  for a 418). An idempotent call is then retried once the block ends, if it ends within
+  ``rate_limit_max_wait``; otherwise ``CallBudget.acquire`` fails at once, naming the end, and no
+  call is sent into the block. Order placement is not retried on them.
+* Never retried: other 4xx, error envelopes, bodies that are not an envelope, configuration and
+  TLS errors.
 
-Backoff is exponential with full jitter, bounded; a ``Retry-After`` header wins when present.
+Backoff is exponential with jitter, bounded; a ``Retry-After`` header wins when present.
 """
 
 from __future__ import annotations
@@ -38,10 +43,8 @@ def retryable_error(exc: BaseException, *, idempotent: bool) -> bool:
         if exc.permanent:
             return False
         return idempotent or not exc.maybe_sent
-    if isinstance(exc, MultiMarketsBannedError):
-        return False
-    if isinstance(exc, MultiMarketsRateLimitError):
-        return idempotent
+    if isinstance(exc, (MultiMarketsBannedError, MultiMarketsRateLimitError)):
+        return idempotent  # the wait is the shared block's (budget.CallBudget.acquire)
     status = exc.http_status
     if status is not None and 500 <= status < 600:
         return idempotent

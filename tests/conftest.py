@@ -67,6 +67,46 @@ def _quiet_sandbox_log() -> None:
     logging.getLogger("multimarkets.sandbox").setLevel(logging.WARNING)
 
 
+@pytest.fixture(autouse=True)
+def _own_budget_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test has its own host store: a block recorded by one test never holds up another."""
+    budget_dir = tmp_path / "mm-budget"
+    monkeypatch.setenv("MULTIMARKETS_BUDGET_DIR", str(budget_dir))
+    return budget_dir
+
+
+class FakeTime:
+    """Stands for the ``time`` module of the budget and the hook: sleeps are recorded, and advance
+    the budget's clock instead of passing."""
+
+    def __init__(self) -> None:
+        import time as real
+
+        self._real = real
+        self.offset = 0.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self._real.time() + self.offset
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.offset += seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record the hook's back-off sleeps and the budget's waits instead of sleeping (the budget's
+    clock moves on by what it "slept")."""
+    fake = FakeTime()
+    monkeypatch.setattr("airflow_provider_multimarkets.budget.time", fake)
+    monkeypatch.setattr("airflow_provider_multimarkets.hooks.multimarkets.time.sleep", fake.sleep)
+    return fake.sleeps
+
+
 @pytest.fixture
 def sandbox_factory(key_pair: tuple[str, str]) -> Iterator[Any]:
     from airflow_provider_multimarkets.sandbox import Sandbox, SandboxConfig

@@ -51,14 +51,6 @@ def demo_conn(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     return conn
 
 
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Record the hook's back-off sleeps instead of sleeping."""
-    recorded: list[float] = []
-    monkeypatch.setattr("airflow_provider_multimarkets.hooks.multimarkets.time.sleep", recorded.append)
-    return recorded
-
-
 def test_header_set_and_signature(demo_conn: dict[str, Any], requests_mock: Any) -> None:
     requests_mock.post(
         f"{BASE}/global/tradeapi.app.CfdMMOrderApiService.addMarketOrder", json=dict(OK_TOKEN, data={"orderId": 1})
@@ -159,14 +151,31 @@ def test_429_honours_retry_after(demo_conn: dict[str, Any], requests_mock: Any, 
         TOKEN_URL, [{"status_code": 429, "headers": {"Retry-After": "7"}, "text": ""}, {"json": OK_TOKEN}]
     )
     MultiMarketsHook().get_msg_token()
-    assert sleeps == [7.0]
+    assert len(sleeps) == 1 and 7.0 < sleeps[0] < 7.2  # the shared block's wait, with jitter
 
 
-def test_418_is_not_retried(demo_conn: dict[str, Any], requests_mock: Any, sleeps: list[float]) -> None:
+def test_418_longer_than_max_wait_fails_at_once(
+    demo_conn: dict[str, Any], requests_mock: Any, sleeps: list[float]
+) -> None:
     requests_mock.post(TOKEN_URL, status_code=418, text="")
-    with pytest.raises(MultiMarketsBannedError, match="5 minutes"):
+    with pytest.raises(MultiMarketsBannedError, match=r"HTTP 418\) until about .*Z \(\d+ s from now\)") as info:
         MultiMarketsHook().get_msg_token()
     assert requests_mock.call_count == 1 and sleeps == []
+    assert info.value.ban_ends_at is not None
+    # every later call in any process that shares the budget fails the same way, sending nothing
+    with pytest.raises(MultiMarketsBannedError, match="No call was sent"):
+        MultiMarketsHook().get_msg_token()
+    assert requests_mock.call_count == 1
+
+
+def test_418_with_a_short_retry_after_waits_then_retries(
+    demo_conn: dict[str, Any], requests_mock: Any, sleeps: list[float]
+) -> None:
+    requests_mock.post(
+        TOKEN_URL, [{"status_code": 418, "headers": {"Retry-After": "30"}, "text": ""}, {"json": OK_TOKEN}]
+    )
+    assert MultiMarketsHook().get_msg_token().endswith("push")
+    assert requests_mock.call_count == 2 and len(sleeps) == 1 and 30 < sleeps[0] < 30.2
 
 
 @pytest.mark.parametrize(

@@ -34,13 +34,6 @@ TOKEN = "getMsgPushToken"
 ORDER = ORDER_BIZ_TYPE
 
 
-@pytest.fixture
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    slept: list[float] = []
-    monkeypatch.setattr("airflow_provider_multimarkets.hooks.multimarkets.time.sleep", slept.append)
-    return slept
-
-
 # ---- 1. fault matrix -------------------------------------------------------------------------------
 
 # (faults on the bizType, call idempotent?, expected outcome, requests the sandbox must see, orders placed)
@@ -49,7 +42,7 @@ MATRIX = [
     ("5xx burst longer than the retries", TOKEN, [{"status": 502, "times": 9}], True, MultiMarketsHTTPError, 4, 0),
     ("429 with Retry-After", TOKEN, [{"status": 429, "retry_after": "0.01"}], True, "ok", 2, 0),
     ("429 without Retry-After", TOKEN, [{"status": 429}], True, "ok", 2, 0),
-    ("418 is never retried", TOKEN, [{"status": 418}], True, MultiMarketsBannedError, 1, 0),
+    ("418 longer than the max wait: not retried", TOKEN, [{"status": 418}], True, MultiMarketsBannedError, 1, 0),
     ("read timeout, idempotent: retried", TOKEN, [{"delay": 1.0}], True, "ok", 2, 0),
     ("dropped connection, idempotent: retried", TOKEN, [{"drop": True}], True, "ok", 2, 0),
     ("HTML page", TOKEN, [{"html": True, "status": 200}], True, MultiMarketsResponseError, 1, 0),
@@ -104,7 +97,7 @@ MATRIX = [
 def test_fault_matrix(
     sandbox: Any,
     monkeypatch: pytest.MonkeyPatch,
-    no_sleep: list[float],
+    sleeps: list[float],
     name: str,
     biz: str,
     faults: list[dict[str, Any]],
@@ -126,7 +119,7 @@ def test_fault_matrix(
     assert sandbox.state.received[biz] == seen, sandbox.state.received
     assert len(sandbox.state.orders) == orders
     if "with Retry-After" in name:
-        assert no_sleep == [0.01]
+        assert len(sleeps) == 1 and 0.01 < sleeps[0] < 0.12  # the shared block, with jitter
 
 
 def test_one_order_per_task_try(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -145,22 +138,18 @@ def test_one_order_per_task_try(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -
     assert sandbox.state.received[ORDER] == 3
 
 
-def test_429_then_418_ban_through_the_hook(
-    sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]
-) -> None:
-    sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=60, ban_seconds=300))
+def test_429_blocks_the_key_and_the_retry_waits_it_out(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the shared budget: the retry after a 429 went into the same window and got the key
+    banned (418). Now the 429 blocks the key until Retry-After, the retry waits (for real), no 418."""
+    sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=2.0, ban_seconds=300))
     set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=3))
     hook = MultiMarketsHook()
-    for _ in range(3):
+    for _ in range(4):
         hook.get_msg_token()
-    # the 4th call gets 429; the hook honours Retry-After (here: ~60 s, recorded not slept), then calls again:
-    # the sandbox's window has not moved (no real wait), so that is "calling on after a 429" -> 418, not retried
-    with pytest.raises(MultiMarketsBannedError):
-        hook.get_msg_token()
-    assert sb.state.received[TOKEN] == 5 and len(no_sleep) == 1 and 50 < no_sleep[0] <= 60
-    with pytest.raises(MultiMarketsBannedError):
-        hook.get_msg_token()
-    assert sb.state.received[TOKEN] == 6
+    answers = sb.state.answers
+    assert answers[f"{TOKEN}:200:0"] == 4 and answers[f"{TOKEN}:429:00012005"] == 1
+    assert not any(":418:" in key for key in answers)
+    assert sb.state.received[TOKEN] == 5
 
 
 def test_clock_skew_beyond_recv_window(mm_conn: dict[str, Any], sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:

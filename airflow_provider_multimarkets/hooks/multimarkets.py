@@ -25,8 +25,8 @@ from airflow_provider_multimarkets.exceptions import (
 if TYPE_CHECKING:
     import requests
 
+    from airflow_provider_multimarkets.budget import BudgetStore, CallBudget
     from airflow_provider_multimarkets.connection_settings import ConnectionSettings
-    from airflow_provider_multimarkets.rate_limit import SlidingWindowLimiter
     from airflow_provider_multimarkets.retry import RetryPolicy
     from airflow_provider_multimarkets.signing import Signer
 
@@ -173,18 +173,88 @@ class MultiMarketsHook(BaseHook):
         return RetryPolicy(max_retries=self.settings.max_retries, backoff=self.settings.retry_backoff)
 
     @cached_property
-    def limiter(self) -> SlidingWindowLimiter | None:
-        from airflow_provider_multimarkets.rate_limit import SAFETY_MARGIN_SECONDS, limiter_for
+    def budget(self) -> CallBudget:
+        """The apiKey's call budget and ban breaker, shared with every process that uses the key."""
+        from airflow_provider_multimarkets.budget import SAFETY_MARGIN_SECONDS, CallBudget
 
         settings = self.settings
-        margin = min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 4)
-        return limiter_for(settings.api_key, settings.rate_limit_per_minute, settings.rate_limit_window, margin)
+        window = settings.rate_limit_window + min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 4)
+        return CallBudget(
+            self._budget_store(window),
+            limit=settings.rate_limit_per_minute,
+            window=window,
+            max_wait=settings.rate_limit_max_wait,
+            ban_seconds=settings.ban_seconds,
+            log=self.log.info,
+        )
+
+    def _budget_store(self, window: float) -> BudgetStore:
+        from airflow_provider_multimarkets.budget import HostStore, ProcessStore, RedisStore, default_budget_dir
+        from airflow_provider_multimarkets.exceptions import MultiMarketsBudgetError
+
+        settings = self.settings
+        limit = settings.rate_limit_per_minute
+        if settings.rate_limit_store == "process":
+            return ProcessStore(limit, window)
+        if settings.rate_limit_store == "redis":
+            try:
+                client, where = self._redis_client()
+                return RedisStore(client, settings.api_key, limit, window, description=where)
+            except MultiMarketsBudgetError as exc:
+                if settings.rate_limit_fallback != "host":
+                    raise
+                self.log.warning(
+                    "The shared call budget in Redis is unreachable (%s). Falling back to the per-host budget "
+                    "(rate_limit_fallback: host): until Redis is back, calls are coordinated on this host only.",
+                    exc.cause,
+                )
+        return HostStore(settings.rate_limit_dir or default_budget_dir(), settings.api_key, limit, window)
+
+    def _redis_client(self) -> tuple[Any, str]:
+        """A Redis client from the Airflow connection named by ``rate_limit_redis_conn_id``."""
+        conn_id = str(self.settings.rate_limit_redis_conn_id)
+        try:
+            import redis
+        except ImportError:
+            raise MultiMarketsConfigError(
+                "The extra 'rate_limit_redis_conn_id' needs the redis client: pip install "
+                "'airflow-provider-multimarkets[redis]'."
+            ) from None
+        try:
+            conn = self.get_connection(conn_id)
+        except Exception as exc:
+            if type(exc).__name__ != "AirflowNotFoundException":
+                raise
+            raise MultiMarketsConfigError(
+                f"MultiMarkets connection field 'rate_limit_redis_conn_id' names {conn_id!r}, which is not an "
+                f"Airflow connection. Create it (type 'redis', host and port of a Redis server every worker "
+                f"reaches), e.g. AIRFLOW_CONN_{str(conn_id).upper()}='redis://redis-host:6379/0'."
+            ) from None
+        extra = conn.extra_dejson if conn.extra else {}
+        if conn.password:
+            mask_secret(conn.password)
+        host, port = conn.host or "127.0.0.1", int(conn.port or 6379)
+        db = int(extra.get("db", conn.schema or 0) or 0)
+        client = redis.Redis(
+            host=host,
+            port=port,
+            db=db,
+            username=conn.login or None,
+            password=conn.password or None,
+            ssl=bool(extra.get("ssl", False)),
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+        )
+        return client, f"Redis {host}:{port}/{db}, connection {conn_id!r}"
 
     def close(self) -> None:
         """Close the HTTP session (it is rebuilt on the next call)."""
         session = self.__dict__.pop("session", None)
         if session is not None:
             session.close()
+        budget = self.__dict__.pop("budget", None)
+        if budget is not None:
+            budget.close()
 
     def __enter__(self) -> MultiMarketsHook:
         return self
@@ -248,18 +318,18 @@ class MultiMarketsHook(BaseHook):
         from airflow_provider_multimarkets.retry import retryable_error
 
         policy = self.retry_policy
+        budget = self.budget
         attempt = 0
         while True:
-            if self.limiter is not None:
-                waited = self.limiter.acquire()
-                if waited > 0.5:
-                    self.log.info("Rate limiter: waited %.1f s to stay under the apiKey's call rate.", waited)
+            budget.acquire()  # waits for budget and for any shared 429/418 block; raises past max_wait
             try:
                 return self._send_once(biz_type, payload, version, group)
             except MultiMarketsError as exc:
+                block = budget.record(exc)  # a 429/418 now stops every process that shares the key
                 if attempt >= policy.max_retries or not retryable_error(exc, idempotent=idempotent):
                     raise
-                delay = policy.delay(attempt, exc)
+                # after a 429 the wait is the shared block's, taken in budget.acquire()
+                delay = 0.0 if block is not None else policy.delay(attempt, exc)
                 attempt += 1
                 self.log.warning(
                     "MultiMarkets %s failed (%s); retry %d of %d in %.2f s.",
@@ -267,9 +337,10 @@ class MultiMarketsHook(BaseHook):
                     exc,
                     attempt,
                     policy.max_retries,
-                    delay,
+                    delay if block is None else max(block.until - time.time(), 0.0),
                 )
-                time.sleep(delay)
+                if delay > 0:
+                    time.sleep(delay)
 
     def _send_once(
         self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None
