@@ -60,12 +60,25 @@ class SandboxApp:
         app.router.add_post("/openapi-c/global/{biz_type}", self.http)
         app.router.add_get("/openapi-c/openMsg/{app_id}", self.ws)
         app.router.add_get("/healthz", self.health)
+        # test-only controls and views of the simulator (never part of the real gateway)
+        app.router.add_get("/_sandbox/calls", self.admin_calls)
+        app.router.add_post("/_sandbox/ban", self.admin_ban)
         app.on_startup.append(self._start_stream)
         app.on_shutdown.append(self._shutdown)
         return app
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, **self.state.counts(), "ws": self.ws_stats})
+
+    async def admin_calls(self, request: web.Request) -> web.Response:
+        since = float(request.query.get("since", "0") or 0)
+        return web.json_response({"calls": self.state.calls_since(since), "now": self.state.clock()})
+
+    async def admin_ban(self, request: web.Request) -> web.Response:
+        seconds = float(request.query.get("seconds", "300"))
+        until = self.state.force_ban(seconds)
+        log.warning("every apiKey banned for %.0f s by request (until %.3f)", seconds, until)
+        return web.json_response({"banned_until": until})
 
     # ---- HTTP -------------------------------------------------------------------------------
 

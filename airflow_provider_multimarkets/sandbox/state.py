@@ -130,6 +130,9 @@ class SandboxState:
         self.received: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
         self.orders: list[dict[str, Any]] = []
+        #: (arrival time, bizType, HTTP status, envelope code) of every handled request, for scenarios
+        #: that check the gateway's view: calls in any 60 s, calls received during a ban
+        self.call_log: deque[tuple[float, str, int, str]] = deque(maxlen=200_000)
         #: the last signatures received (for secret audits in tests)
         self.seen_signatures: deque[str] = deque(maxlen=10000)
         self.rng = random.Random(self.config.seed)
@@ -184,6 +187,7 @@ class SandboxState:
             answer = self._handle(biz_type, {k.lower(): v for k, v in headers.items()}, raw_body, started)
             code = answer.envelope.get("code") if answer.envelope else str(answer.status)
             self.answers[f"{biz_type}:{answer.status}:{code}"] += 1
+            self.call_log.append((started, biz_type, answer.status, str(code)))
         return answer
 
     def _gateway_error(self, trace: str, code: str, msg: str, biz_type: str) -> HttpAnswer:
@@ -507,6 +511,23 @@ class SandboxState:
                 if stream.wake is not None:
                     stream.wake()
         return count
+
+    def force_ban(self, seconds: float) -> float:
+        """Ban every apiKey for ``seconds`` from now, as the gateway does after a call past a 429."""
+        with self.lock:
+            until = self.clock() + seconds
+            for record in self.keys.values():
+                record.banned_until = until
+                record.bans += 1
+            return until
+
+    def calls_since(self, since: float = 0.0) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                {"t": t, "biz": biz, "status": status, "code": code}
+                for t, biz, status, code in self.call_log
+                if t >= since
+            ]
 
     def counts(self) -> dict[str, Any]:
         with self.lock:
