@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed-$(AIRFLOW_VERSION)
 
 COMPAT_VERSIONS ?= 2.11.2 3.0.6
 
-.PHONY: venv test lint typecheck unit demo bench clean test-compat
+DEPLOY_STAMP := $(VENV)/.installed-deploy-$(AIRFLOW_VERSION)
+
+.PHONY: venv test lint typecheck unit demo bench clean test-compat test-deploy redis-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +21,24 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 venv: $(STAMP)
 
+# Debian's redis-server: the Redis budget tests and the CeleryExecutor deployment run a real one.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else \
+	    echo "redis-server is missing and cannot be installed here: run 'sudo apt-get install redis-server'"; exit 1; \
+	  fi; }
+
 lint: venv
-	$(BIN)/ruff check airflow_provider_multimarkets tests example_dags bench scripts
-	$(BIN)/ruff format --check airflow_provider_multimarkets tests example_dags bench scripts
+	$(BIN)/ruff check airflow_provider_multimarkets tests example_dags bench scripts deploy
+	$(BIN)/ruff format --check airflow_provider_multimarkets tests example_dags bench scripts deploy
 
 typecheck: venv
 	$(BIN)/mypy
 
-unit: venv
+unit: venv redis-server
 	$(BIN)/python -m pytest -q tests
 
 test: lint typecheck unit
@@ -34,7 +46,19 @@ test: lint typecheck unit
 demo: venv
 	$(BIN)/python scripts/demo.py
 
-bench: venv
+# A real deployment (api-server, scheduler, dag-processor, triggerer, LocalExecutor; then the
+# CeleryExecutor with Redis and two workers) driven through its REST API; see deploy/harness.py.
+# celery 5.7 removed celery.backends.database.retry, which the Celery provider (3.26) still imports.
+$(DEPLOY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-celery>=3.12" "celery[redis]>=5.5,<5.7"
+	touch $(DEPLOY_STAMP)
+
+test-deploy: $(DEPLOY_STAMP) redis-server
+	@start=$$(date +%s); \
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3000 deploy; rc=$$?; \
+	echo "== make test-deploy: wall time $$(( $$(date +%s) - start )) s"; exit $$rc
+
+bench: venv redis-server
 	$(BIN)/python -m pip install -q apache-airflow-providers-http
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 

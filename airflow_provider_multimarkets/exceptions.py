@@ -94,6 +94,27 @@ class MultiMarketsBudgetError(MultiMarketsError):
         self.cause = cause
 
 
+class MultiMarketsOrderError(MultiMarketsError):
+    """An order task could not finish; the message says whether the order exists and how to find it.
+
+    ``placed`` is ``False`` only when the order provably does not exist, ``True`` when it was found,
+    ``None`` when it may exist. ``third_party_order`` is the client order id to look for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        third_party_order: str,
+        placed: bool | None = None,
+        order_ids: list[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.third_party_order = third_party_order
+        self.placed = placed
+        self.order_ids = order_ids or []
+
+
 class MultiMarketsResponseError(MultiMarketsError):
     """The answer is not a usable envelope: empty, HTML, truncated JSON, not an object, no code."""
 

@@ -24,6 +24,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "timeout": "30",
         "max_retries": "3",
         "rate_limit_per_minute": "100",
+        "rate_limit_redis_conn_id": "redis_default",
         "msg_ws_url": "wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
         "app_id": "(default: the company id)",
     },
@@ -63,7 +64,14 @@ CONN_FIELDS: dict[str, Any] = {
     "rate_limit_per_minute": {
         "label": "Calls per minute",
         "schema": {"type": ["integer", "null"]},
-        "description": "Optional. Client-side limit per apiKey and process (default 100; 0 = off).",
+        "description": "Optional. The apiKey's call budget, shared by every process that uses the key "
+        "(default 100, the gateway's limit; 0 = off).",
+    },
+    "rate_limit_redis_conn_id": {
+        "label": "Redis connection (shared budget)",
+        "schema": {"type": ["string", "null"]},
+        "description": "Optional. An Airflow Redis connection every worker reaches: the call budget and "
+        "ban state are then shared by all hosts. Empty: shared by the processes of each host.",
     },
     "msg_ws_url": {
         "label": "Message WebSocket URL",

@@ -494,10 +494,82 @@ def bench_stream(rounds: int, n: int, big: int) -> None:
     )
 
 
+# ---- 5. the shared call budget ---------------------------------------------------------------------
+
+
+def bench_budget(rounds: int, count: int) -> None:
+    """The cost of taking one unit of the apiKey's call budget: host store and Redis vs in-process."""
+    import shutil
+
+    import redis
+
+    from airflow_provider_multimarkets.budget import CallBudget, HostStore, ProcessStore, RedisStore
+
+    print("budget", flush=True)
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is missing (make bench installs it)"
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        tmp = tempfile.mkdtemp(prefix="mm-bench-budget-")
+        limit = 10**9  # never waits: what is measured is the cost of taking a unit
+        # a 50 ms window keeps ~100-150 calls in it, as a real 100-per-minute budget holds at most 100
+        budgets = {
+            "process": CallBudget(ProcessStore(limit, 0.05), limit=limit, window=0.05),
+            "host": CallBudget(HostStore(tmp, "bench-key", limit, 0.05), limit=limit, window=0.05),
+            "redis": CallBudget(
+                RedisStore(redis.Redis(port=port), "bench-key", limit, 0.05, description="bench"),
+                limit=limit,
+                window=0.05,
+            ),
+        }
+
+        def timed(budget: CallBudget) -> Callable[[], float]:
+            def run() -> float:
+                started = time.perf_counter()
+                for _ in range(count):
+                    budget.acquire()
+                return (time.perf_counter() - started) / count
+
+            return run
+
+        results = alternate({name: timed(b) for name, b in budgets.items()}, rounds)
+        base = med(results["process"])
+        for name in ("host", "redis"):
+            ours = med(results[name])
+            row(
+                "budget",
+                f"take one unit of budget ({name} store: "
+                + (
+                    "SQLite + file lock, shared by the host's processes"
+                    if name == "host"
+                    else "Redis Lua script, shared by every host"
+                )
+                + f"; {count} x {rounds} rounds) vs the in-process limiter",
+                f"{ours * 1e6:.0f} µs",
+                f"{base * 1e6:.1f} µs",
+                f"{ours / base:.1f}x ({'under' if ours < 1e-3 else 'OVER'} the 1 ms goal)",
+            )
+        shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer rounds and messages (smoke run)")
-    parser.add_argument("--only", choices=("parse", "calls", "signing", "stream"))
+    parser.add_argument("--only", choices=("parse", "calls", "signing", "stream", "budget"))
     args = parser.parse_args()
     q = args.quick
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
@@ -514,6 +586,8 @@ def main() -> int:
         bench_calls(3 if q else 5, 300 if q else 2000, 8)
     if args.only in (None, "signing"):
         bench_signing(5 if q else 15, 500 if q else 1000)
+    if args.only in (None, "budget"):
+        bench_budget(3 if q else 7, 500 if q else 3000)
     if args.only in (None, "stream"):
         bench_stream(1 if q else 5, 20_000 if q else 100_000, 100_000 if q else 1_000_000)
     lines = [

@@ -60,9 +60,13 @@ def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float
     raise TimeoutError(f"{what}: not within {timeout:g} s (last error: {last_error!r})")
 
 
-def http_json(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30) -> Any:
+def http_json(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 30
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback only
         text = response.read().decode()
     return json.loads(text) if text else None
@@ -253,9 +257,21 @@ class Deployment:
                 raise RuntimeError("redis-server is missing: `make test-deploy` installs Debian's redis-server")
             self._component(
                 "redis",
-                [redis_server, "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                [
+                    redis_server,
+                    "--port",
+                    str(self.redis_port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
             ).start()
-        self._component("api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]).start()
+        self._component(
+            "api-server", [airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
+        ).start()
         self._component("scheduler", [airflow, "scheduler"]).start()
         self._component("dag-processor", [airflow, "dag-processor"]).start()
         self._component("triggerer", [airflow, "triggerer"]).start()
@@ -267,7 +283,15 @@ class Deployment:
                     env.update(self.worker_env[index])
                 self._component(
                     f"worker-{index + 1}",
-                    [airflow, "celery", "worker", "--celery-hostname", f"host-{index + 1}@%h", "--concurrency", str(self.worker_concurrency)],
+                    [
+                        airflow,
+                        "celery",
+                        "worker",
+                        "--celery-hostname",
+                        f"host-{index + 1}@%h",
+                        "--concurrency",
+                        str(self.worker_concurrency),
+                    ],
                     env,
                 ).start()
         wait_until("api-server health", lambda: self.get("/api/v2/monitor/health"), 180, every=1)
@@ -306,7 +330,10 @@ class Deployment:
 
     def task_pid(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> int | None:
         """The pid Airflow recorded for a running task instance's own process."""
-        ti = self.get(f"/api/v2/dags/{dag_id}/dagRuns/{q(run_id)}/taskInstances/{task_id}" + (f"/{map_index}" if map_index >= 0 else ""))
+        ti = self.get(
+            f"/api/v2/dags/{dag_id}/dagRuns/{q(run_id)}/taskInstances/{task_id}"
+            + (f"/{map_index}" if map_index >= 0 else "")
+        )
         return ti.get("pid") if ti else None
 
     # ---- REST API -------------------------------------------------------------------------------

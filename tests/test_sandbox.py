@@ -241,8 +241,18 @@ def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch
         SandboxConfig(rate_limit=5, rate_window=60, ban_seconds=300, default_recv_window=10**9, max_recv_window=10**9),
         clock=clock,
     )
-    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=0, recv_window=10**9))
-    hook = MultiMarketsHook()
+    # the sandbox's own escalation: each call from a fresh hook with an in-process budget, so the
+    # provider's ban breaker (which would never call into the 429) does not hide the gateway's rules
+    set_connection(
+        monkeypatch,
+        sb.connection(rate_limit_per_minute=0, max_retries=0, recv_window=10**9, rate_limit_store="process"),
+    )
+
+    class FreshHook:
+        def get_msg_token(self) -> str:
+            return MultiMarketsHook().get_msg_token()
+
+    hook = FreshHook()
     for _ in range(5):
         hook.get_msg_token()
     with pytest.raises(MultiMarketsRateLimitError) as limited:

@@ -319,6 +319,10 @@ class MultiMarketsHook(BaseHook):
 
         policy = self.retry_policy
         budget = self.budget
+        # The slow first-use work (imports, key parsing, the session) happens before a unit of budget
+        # is taken: the budget counts a call when it is admitted, the gateway when it arrives, and the
+        # two must stay within the safety margin even on a busy worker.
+        _ = self.signer, self.session
         attempt = 0
         while True:
             budget.acquire()  # waits for budget and for any shared 429/418 block; raises past max_wait
