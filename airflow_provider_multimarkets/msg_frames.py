@@ -176,6 +176,8 @@ class SubscriptionRecorder:
         """Record a push; ``False`` when it was a duplicate (already delivered)."""
         seq, trace = frame.get("seqId"), frame.get("trace")
         if seq is not None or trace is not None:
+            if type(seq) not in (int, str) or type(trace) not in (str, type(None)):  # a malformed push
+                seq, trace = repr(seq), repr(trace)
             key = hash((seq, trace))  # an int: a fraction of the memory of the pair itself
             seen = self._seen
             if key in seen:

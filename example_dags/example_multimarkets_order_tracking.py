@@ -86,7 +86,9 @@ with DAG(
         order=build_order(customer.output, symbols.output),
         window_seconds=60,
         output_path="{{ params.report_dir }}/order_tracking/{{ run_id | replace(':', '') | replace('+', '_') }}/pushes.jsonl",
-        retries=0,
+        # safe: a retry looks the order up by its thirdPartyOrder and adopts it instead of placing another
+        retries=2,
+        retry_delay=dt.timedelta(seconds=30),
     )
 
     @task

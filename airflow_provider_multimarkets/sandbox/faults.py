@@ -77,6 +77,8 @@ class WsFaults:
     :param refuse_login: refuse every login as if the token were unknown.
     :param silent: stop reading, answering pings and pushing (a hung server); frames sent meanwhile
         are handled when it is cleared.
+    :param refuse_subscribe: answer ``subscribe_asset`` with an error code (no access rights).
+    :param drop_on_order: drop every message connection when an order call arrives, this many times.
     """
 
     drop_after: int | None = None
@@ -84,6 +86,8 @@ class WsFaults:
     malformed_every: int | None = None
     refuse_login: bool = False
     silent: bool = False
+    refuse_subscribe: bool = False
+    drop_on_order: int = 0
     drops_done: int = 0
 
 

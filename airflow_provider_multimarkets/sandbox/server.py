@@ -63,6 +63,9 @@ class SandboxApp:
         # test-only controls and views of the simulator (never part of the real gateway)
         app.router.add_get("/_sandbox/calls", self.admin_calls)
         app.router.add_post("/_sandbox/ban", self.admin_ban)
+        app.router.add_get("/_sandbox/orders", self.admin_orders)
+        app.router.add_post("/_sandbox/fault", self.admin_fault)
+        app.router.add_post("/_sandbox/config", self.admin_config)
         app.on_startup.append(self._start_stream)
         app.on_shutdown.append(self._shutdown)
         return app
@@ -80,6 +83,38 @@ class SandboxApp:
         log.warning("every apiKey banned for %.0f s by request (until %.3f)", seconds, until)
         return web.json_response({"banned_until": until})
 
+    async def admin_orders(self, request: web.Request) -> web.Response:
+        with self.state.lock:
+            orders = [
+                {
+                    "orderId": o["response"]["orderId"],
+                    "thirdPartyOrder": o.get("third_party_order"),
+                    "created_ms": o.get("created_ms"),
+                }
+                for o in self.state.orders
+            ]
+        return web.json_response({"orders": orders})
+
+    async def admin_fault(self, request: web.Request) -> web.Response:
+        """Script the next answers of a bizType: ``{"biz_type": ..., <HttpFault fields>}``."""
+        spec = await request.json()
+        biz_type = spec.pop("biz_type")
+        self.state.faults.add(biz_type, HttpFault(**spec))
+        return web.json_response({"ok": True})
+
+    async def admin_config(self, request: web.Request) -> web.Response:
+        """Change knobs of a running sandbox: ``order_push_delay``, ``refuse_subscribe``, ws faults."""
+        spec = await request.json()
+        cfg = self.state.config
+        for name in ("order_push_delay",):
+            if name in spec:
+                setattr(cfg, name, float(spec[name]))
+        ws = self.state.faults.ws
+        for name in ("drop_after", "refuse_login", "refuse_subscribe", "drop_on_order"):
+            if name in spec:
+                setattr(ws, name, spec[name])
+        return web.json_response({"ok": True})
+
     # ---- HTTP -------------------------------------------------------------------------------
 
     async def http(self, request: web.Request) -> web.StreamResponse:
@@ -87,6 +122,13 @@ class SandboxApp:
         raw = await request.read()
         with self.state.lock:
             self.state.received[biz_type] += 1
+        ws_faults = self.state.faults.ws
+        if ws_faults.drop_on_order > 0 and biz_type.endswith(".addMarketOrder"):
+            ws_faults.drop_on_order -= 1
+            for ws in list(self.ws_connections):  # the message socket drops while the order is in flight
+                if ws._req is not None and ws._req.transport is not None:
+                    ws._req.transport.abort()
+            self.ws_stats["drops"] += 1
         fault = self.state.faults.take(biz_type)
         if fault is not None and not fault.after_processing:
             return await self._apply_fault(request, fault, None, biz_type)
@@ -295,6 +337,9 @@ class _Connection:
                 await self.send(
                     self.ack(frame, "error", "GGATEWAY_CODE_001", "not logged in: send login with the msg token first")
                 )
+                continue
+            if msg_type == "subscribe_asset" and self.state.faults.ws.refuse_subscribe:
+                await self.send(self.ack(frame, msg_type, "GGATEWAY_CODE_019", "no access rights"))
                 continue
             if msg_type in ("subscribe_asset", "cancel_subscribe_asset"):
                 types = str((frame.get("data") or {}).get("tradeTypes", ""))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
 import time
 import uuid
@@ -31,6 +32,8 @@ BIZ_CUSTOMER = "customer.app.CustomerWebApiService.findCustomerInfo"
 BIZ_SYMBOLS = "config.app.AppSymbolDubboService.getSymbolBaseList"
 BIZ_ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
 BIZ_ORDER_ISOLATED = "tradeapi.app.OrderApiService.addMarketOrder"
+BIZ_ORDER_PAGE = "tradeapi.app.OrderApiService.queryOrderPage"
+THIRD_PARTY_ORDER_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 REQUIRED_HEADERS = ("companyId", "trace", "timestamp", "apiKey", "signature")
 TRADE_TYPES = {"1", "2", "5", "6"}
 ORDER_BIZ_TYPES = {
@@ -289,6 +292,7 @@ class SandboxState:
             BIZ_SYMBOLS: self._symbols,
             BIZ_ORDER_CROSS: lambda r, b, h: self._order(r, b, isolated=False),
             BIZ_ORDER_ISOLATED: lambda r, b, h: self._order(r, b, isolated=True),
+            BIZ_ORDER_PAGE: self._order_page,
         }
 
     # ---- endpoints ------------------------------------------------------------------------------
@@ -344,6 +348,11 @@ class SandboxState:
         allowed = {1, 2, 13, 14} if isolated else {1, 2, 10, 11, 12}
         if body["bizType"] not in allowed or body["direction"] not in (1, 2):
             raise BizError("CFDWBWE000007", "parameter validation failed (bizType/direction)")
+        third_party = body.get("thirdPartyOrder")
+        if third_party is not None and (
+            not isinstance(third_party, str) or not THIRD_PARTY_ORDER_RE.match(third_party)
+        ):
+            raise BizError("CFDWBWE000006", "thirdPartyOrder must be at most 255 characters of A-Z, a-z, 0-9 and _")
         if isolated and body["entryType"] not in (1, 2):
             raise BizError("CFDWBWE000007", "entryType must be 1 (quantity) or 2 (amount)")
         symbol = self.symbols.get(body["symbolId"])
@@ -392,10 +401,113 @@ class SandboxState:
             "interest": "0",
             "profit": "0",
         }
-        self.orders.append({"request": dict(body), "response": order, "company_id": record.company_id})
+        now_ms = int(self.clock() * 1000)
+        self.orders.append(
+            {
+                "request": dict(body),
+                "response": order,
+                "company_id": record.company_id,
+                "account_id": account["accountId"],
+                "created_ms": now_ms,
+                "third_party_order": body.get("thirdPartyOrder"),
+            }
+        )
         content = self.trade_content(record.company_id, account, symbol, order, body, lots)
-        self.publish(record.company_id, str(body["tradeType"]), "trade", content)
+        delay = self.config.order_push_delay
+        if delay > 0:  # the fill push arrives later than the order's answer
+            timer = threading.Timer(
+                delay, self._publish_locked, (record.company_id, str(body["tradeType"]), "trade", content)
+            )
+            timer.daemon = True
+            timer.start()
+        else:
+            self.publish(record.company_id, str(body["tradeType"]), "trade", content)
         return order
+
+    def _publish_locked(self, company_id: int, trade_type: str, msg_code: str, content: dict[str, Any]) -> None:
+        with self.lock:
+            self.publish(company_id, trade_type, msg_code, content)
+
+    def _order_page(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``queryOrderPage`` (isolated margin): the orders placed here, newest first, filtered and paged."""
+        trade_type = body.get("tradeType")
+        if trade_type in (None, ""):
+            raise BizError("CFDWBWE000005", "tradeType must not be empty")
+        filters = {}
+        for name in ("tradeType", "accountId", "bizType", "direction", "status", "symbolId", "positionId"):
+            value = body.get(name)
+            if value in (None, ""):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BizError("CFDWBWE000006", f"{name} has a wrong format")
+            filters[name] = value
+        for name in ("thirdPartyOrder", "orderIds", "accountCurrency", "querySource"):
+            value = body.get(name)
+            if value not in (None, "") and not isinstance(value, str):
+                raise BizError("CFDWBWE000006", f"{name} has a wrong format")
+        pages = {}
+        for name, default in (("current", 1), ("size", 20)):
+            value = body.get(name, default)
+            if value in (None, ""):
+                value = default
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise BizError("CFDWBWE000006", f"{name} has a wrong format")
+            pages[name] = value
+        wanted_ids = {s.strip() for s in str(body.get("orderIds") or "").split(",") if s.strip()}
+        rows = []
+        for placed in reversed(self.orders):
+            if placed["company_id"] != record.company_id:
+                continue
+            row = self.order_record(placed)
+            if any(row.get(k) != v for k, v in filters.items()):
+                continue
+            if body.get("thirdPartyOrder") and row["thirdPartyOrder"] != body["thirdPartyOrder"]:
+                continue
+            if wanted_ids and str(row["id"]) not in wanted_ids:
+                continue
+            rows.append(row)
+        start = (pages["current"] - 1) * pages["size"]
+        return {
+            "current": pages["current"],
+            "size": pages["size"],
+            "total": len(rows),
+            "records": rows[start : start + pages["size"]],
+        }
+
+    def order_record(self, placed: dict[str, Any]) -> dict[str, Any]:
+        """An order as the documented order list shows it (market orders fill at once here)."""
+        request, response = placed["request"], placed["response"]
+        return {
+            "id": response["orderId"],
+            "dealId": response["orderId"] + 5000,
+            "bizType": request["bizType"],
+            "direction": request["direction"],
+            "status": 2,
+            "customerGroupId": data.CUSTOMER_GROUP_ID,
+            "symbolId": request["symbolId"],
+            "digits": response["digits"],
+            "symbolName": response["symbolName"],
+            "requestPrice": str(request["requestPrice"]),
+            "requestNum": str(request["requestNum"]),
+            "contractSize": data.CONTRACT_SIZES.get(request["symbolId"], 1),
+            "executePrice": response["executePrice"],
+            "requestTime": request["requestTime"],
+            "executeTime": placed["created_ms"],
+            "fee": response["fee"],
+            "accountDigits": request["accountDigits"],
+            "executeNum": response["tradeVolume"],
+            "cancelNum": "0",
+            "positionId": response["positionId"],
+            "stopLoss": response["stopLoss"],
+            "takeProfit": response["takeProfit"],
+            "remark": request.get("remark"),
+            "createTime": placed["created_ms"],
+            "updateTime": placed["created_ms"],
+            "source": request.get("source") or "OpenAPI",
+            "thirdPartyOrder": request.get("thirdPartyOrder"),
+            "tradeType": request["tradeType"],
+            "accountId": placed["account_id"],
+        }
 
     def trade_content(
         self,
@@ -531,4 +643,9 @@ class SandboxState:
 
     def counts(self) -> dict[str, Any]:
         with self.lock:
-            return {"requests": dict(self.requests), "answers": dict(self.answers), "orders": len(self.orders)}
+            return {
+                "requests": dict(self.requests),
+                "received": dict(self.received),
+                "answers": dict(self.answers),
+                "orders": len(self.orders),
+            }

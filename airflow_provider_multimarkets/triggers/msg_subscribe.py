@@ -93,10 +93,16 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         self.open_timeout = open_timeout
         self._ws: Any = None
         self._sink: IO[str] | None = None
-        #: Sync mode only (never serialized): awaited once, after the subscription is acknowledged (or
-        #: after ``ack_grace`` seconds without an answer); may return an order id to wait for.
+        #: Sync mode only (never serialized): run once, after the subscription is acknowledged; may
+        #: return an order id to wait for. It runs as its own task, so a connection that drops while
+        #: it is in flight neither cancels it nor loses its result. No acknowledgement within
+        #: ``ack_grace`` seconds, or a refused one, ends the subscription without running it, unless
+        #: ``callback_without_ack`` is set (then it runs after the grace period, with a warning).
         self.on_subscribed: Callable[[], Awaitable[str | None]] | None = None
-        self.ack_grace = 3.0
+        self.ack_grace = 10.0
+        self.callback_without_ack = False
+        self._callback: asyncio.Future[str | None] | None = None
+        self._callback_seen = False
         self._subscribed_done = False
         self._subscribe_acked = False
         self._last_frame = 0.0
@@ -168,7 +174,10 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                 path = Path(self.output_path)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._sink = recorder.sink = path.open("a", encoding="utf-8", buffering=1024 * 1024)
-            await self._listen(settings, recorder)
+            try:
+                await self._listen(settings, recorder)
+            finally:
+                await self._settle_callback()
             event = {"status": "success", "summary": recorder.summary(output_path=self.output_path)}
         except MultiMarketsError as exc:
             event = {
@@ -180,6 +189,12 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         finally:
             self._close_sink()
         yield TriggerEvent(event)
+
+    async def _settle_callback(self) -> None:
+        """Wait (bounded) for a callback still in flight, so its outcome is known when the run ends."""
+        callback = self._callback
+        if callback is not None and not callback.done():
+            await asyncio.wait({callback}, timeout=120)
 
     def _close_sink(self) -> None:
         if self._sink is not None:
@@ -309,10 +324,22 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         while not recorder.done:
             now = clock()
             waiting_callback = self.on_subscribed is not None and not self._subscribed_done
+            if waiting_callback and not self._subscribe_acked and now - subscribed_at >= self.ack_grace:
+                if not self.callback_without_ack:
+                    raise MultiMarketsMsgError(
+                        f"The message WebSocket did not acknowledge subscribe_asset (tradeTypes {self.trade_types}) "
+                        f"within {self.ack_grace:g} s, so nothing was placed: the fill could not be tracked. "
+                        "Check the platform, or opt into untracked placement."
+                    )
+                self.log.warning("Message WebSocket: no subscribe_asset acknowledgement; going on as configured.")
             if waiting_callback and (self._subscribe_acked or now - subscribed_at >= self.ack_grace):
                 self._subscribed_done = True
                 assert self.on_subscribed is not None
-                order_id = await self.on_subscribed()
+                self._callback = asyncio.ensure_future(self.on_subscribed())
+            callback = self._callback
+            if callback is not None and callback.done() and not self._callback_seen:
+                self._callback_seen = True
+                order_id = callback.result()  # re-raises the callback's error
                 if order_id:
                     recorder.set_until(OrderCondition(str(order_id)))
                 continue
@@ -326,7 +353,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             if now - self._last_frame >= idle:
                 raise _Idle
             wait = min(next_ping - now, idle - (now - self._last_frame))
-            if waiting_callback:
+            if waiting_callback or (self._callback is not None and not self._callback_seen):
                 wait = min(wait, 0.05)
             if remaining is not None:
                 wait = min(wait, remaining)
@@ -346,6 +373,13 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             recorder.add(frame, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
         elif frame.get("msgCode") == "subscribe_asset" and ack_code(frame) == "0":
             self._subscribe_acked = True
+        elif frame.get("msgCode") == "subscribe_asset":
+            content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
+            raise MultiMarketsMsgError(
+                f"The message WebSocket refused subscribe_asset for tradeTypes {self.trade_types} (code "
+                f"{ack_code(frame)}: {str((content or {}).get('msg', ''))[:200]}). Nothing was placed. Check the "
+                "tradeTypes and the apiKey's permissions."
+            )
         elif frame.get("msgCode") == "error" or ack_code(frame) not in (None, "0"):
             self.log.warning("Message WebSocket answered %s: %s", frame.get("msgCode"), frame.get("content"))
 
