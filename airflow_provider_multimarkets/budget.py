@@ -373,6 +373,9 @@ class CallBudget:
         self.waits = 0
         self.waited = 0.0
 
+    def now(self) -> float:
+        return self._clock()
+
     def __repr__(self) -> str:
         return f"<CallBudget {self.limit}/{self.window:g}s {self.store.description}>"
 
@@ -385,7 +388,7 @@ class CallBudget:
         if block is not None and block.until > now:
             wait = block.until - now + random.uniform(0.01, 0.1)
             if waited + wait > self.max_wait:
-                raise self._blocked_error(block, now, waited)
+                raise self.blocked_error(block, now, waited)
             return wait
         wait_ms = self.store.take(int(now * 1000))
         if wait_ms <= 0:
@@ -450,7 +453,7 @@ class CallBudget:
         self.store.write_block(block)
         return block
 
-    def _blocked_error(self, block: Block, now: float, waited: float) -> MultiMarketsError:
+    def blocked_error(self, block: Block, now: float, waited: float) -> MultiMarketsError:
         left = block.until - now
         when = utc_text(block.until)
         if block.status == 418:

@@ -6,6 +6,7 @@ without Airflow. Every error names the connection field and the fix, and never e
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,15 @@ DEFAULT_RETRY_BACKOFF = 1.0
 DEFAULT_RATE_LIMIT_PER_MINUTE = 100
 DEFAULT_LANG = "en-US"
 DEFAULT_RATE_LIMIT_MAX_WAIT = 120.0
+MAX_TIMEOUT = 600.0
+MAX_RETRIES = 10
+#: Every call ends within this many seconds, whatever the server does (slow headers, a dripping
+#: body): the gateway itself gives up after 15 s; the rest is for the transfer.
+DEFAULT_CALL_DEADLINE = 45.0
+#: Answers larger than this (after decompression) are refused: no documented answer comes near it.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+_LANG_RE = re.compile(r"^[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*$")
+_PRINTABLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 DEFAULT_BAN_SECONDS = 300.0
 #: Where the apiKey's call budget is shared: ``host`` (all processes of a host), ``redis`` (all
 #: hosts, named by ``rate_limit_redis_conn_id``), ``process`` (this process only).
@@ -42,6 +52,8 @@ KNOWN_EXTRAS = frozenset(
         "verify",
         "max_retries",
         "retry_backoff",
+        "call_deadline",
+        "max_response_bytes",
         "rate_limit_per_minute",
         "rate_limit_window",
         "rate_limit_store",
@@ -70,6 +82,8 @@ class ConnectionSettings:
     timeout: tuple[float, float] = (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT)
     verify: bool | str = True
     max_retries: int = DEFAULT_MAX_RETRIES
+    call_deadline: float = DEFAULT_CALL_DEADLINE
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     retry_backoff: float = DEFAULT_RETRY_BACKOFF
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT_PER_MINUTE
     rate_limit_window: float = 60.0
@@ -116,7 +130,18 @@ def normalize_base_url(host: str | None, port: int | None = None) -> str:
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/|^https?:?//?|^//", raw, re.IGNORECASE):
             raise _fail("host", f"has a malformed scheme ({raw.split('/')[0]!r})", "Write it as https://HOST/openapi-c")
         raw = "https://" + raw
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port or IPv6 literal
+    except ValueError as exc:
+        raise _fail("host", f"is not a valid URL ({exc})", "Enter a URL such as " + PRE_BASE_URL) from None
+    if parts.username is not None or parts.password is not None:
+        raise _fail(
+            "host",
+            "contains a user name or password (user:password@host)",
+            "Remove them from the host: the apiKey goes in the login field and the secretKey in the password "
+            "field; nothing else is ever sent as credentials",
+        )
     if parts.scheme not in ("http", "https"):
         raise _fail("host", f"has the scheme {parts.scheme!r}", "Use https:// (or http:// for a local sandbox)")
     try:
@@ -125,6 +150,15 @@ def normalize_base_url(host: str | None, port: int | None = None) -> str:
         raise _fail("host", "has a port that is not a number", "Write it as https://HOST[:PORT]/openapi-c") from None
     if not parts.hostname:
         raise _fail("host", "has no host name", "Enter a URL such as " + PRE_BASE_URL)
+    if not parts.hostname.startswith("[") and ":" not in parts.hostname:
+        labels = parts.hostname.split(".")
+        if len(parts.hostname) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+            raise _fail(
+                "host",
+                f"has a host name that is not valid DNS ({parts.hostname[:80]!r}: each dot-separated label must "
+                "be 1 to 63 characters)",
+                "Enter a URL such as " + PRE_BASE_URL,
+            )
     if parts.query or parts.fragment:
         raise _fail("host", "contains a query or fragment", "Enter only the base URL, such as " + PRE_BASE_URL)
     netloc = parts.netloc
@@ -142,7 +176,9 @@ def normalize_base_url(host: str | None, port: int | None = None) -> str:
     return urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
-def _as_int(extra: Mapping[str, Any], key: str, default: int, minimum: int, unit: str = "") -> int:
+def _as_int(
+    extra: Mapping[str, Any], key: str, default: int, minimum: int, unit: str = "", *, maximum: int | None = None
+) -> int:
     value = extra.get(key)
     if value is None or value == "":
         return default
@@ -156,6 +192,8 @@ def _as_int(extra: Mapping[str, Any], key: str, default: int, minimum: int, unit
         ) from None
     if number < minimum:
         raise _fail(key, f"must be at least {minimum}, got {number}", f"Set extra '{key}' to {default} or more")
+    if maximum is not None and number > maximum:
+        raise _fail(key, f"must be at most {maximum}, got {number}", f"Set extra '{key}' to e.g. {default}")
     return number
 
 
@@ -217,10 +255,10 @@ def _timeout(extra: Mapping[str, Any]) -> tuple[float, float]:
         numbers = [float(str(v).strip()) for v in items]
     except ValueError:
         numbers = []
-    if len(numbers) not in (1, 2) or not all(n > 0 for n in numbers):
+    if len(numbers) not in (1, 2) or not all(0 < n <= MAX_TIMEOUT for n in numbers):
         raise _fail(
             "timeout",
-            f"must be seconds > 0, or [connect, read], got {value!r}",
+            f"must be seconds > 0 and at most {MAX_TIMEOUT:g}, or [connect, read], got {value!r}",
             f"Set extra 'timeout' to e.g. {DEFAULT_READ_TIMEOUT:g} or [{DEFAULT_CONNECT_TIMEOUT:g}, {DEFAULT_READ_TIMEOUT:g}]",
         )
     if len(numbers) == 1:
@@ -241,7 +279,14 @@ def _verify(extra: Mapping[str, Any]) -> bool | str:
         "on",
         "off",
     ):
-        return value.strip()  # a CA bundle path
+        path = value.strip()  # a CA bundle path
+        if not os.path.exists(path):
+            raise _fail(
+                "verify",
+                f"names a CA bundle {path!r} that does not exist on this machine",
+                "Set it to the path of a PEM CA bundle that every worker has, or true to use the system's CAs",
+            )
+        return path
     return _as_bool(extra, "verify", True)
 
 
@@ -253,6 +298,11 @@ def settings_from_connection(
     password: str | None,
     extra: Mapping[str, Any] | None,
 ) -> ConnectionSettings:
+    if extra is not None and not isinstance(extra, Mapping):
+        raise MultiMarketsConfigError(
+            f"The extra of the MultiMarkets connection is a JSON {type(extra).__name__}, not an object. Write it "
+            'as an object, e.g. {"company_id": 439}.'
+        )
     extra = dict(extra or {})
     api_key = (login or "").strip()
     if not api_key:
@@ -261,6 +311,12 @@ def settings_from_connection(
         )
     if re.search(r"\s", api_key):
         raise _fail("login", "(apiKey) contains white space", "Paste the apiKey without spaces or line breaks")
+    if not _PRINTABLE_ASCII.fullmatch(api_key):
+        raise _fail(
+            "login",
+            "(apiKey) contains characters that are not printable ASCII",
+            "Paste the apiKey exactly as API Management shows it (hex digits)",
+        )
     secret = (password or "").strip()
     if not secret:
         raise _fail(
@@ -272,8 +328,9 @@ def settings_from_connection(
     if company is None or str(company).strip() == "":
         raise _fail(
             "company_id",
-            "is missing from the connection extra",
-            'Add "company_id": <your company id> to the extra JSON (439 on the PRE test platform)',
+            "is missing",
+            'Fill in the Company ID field of the connection form (or add "company_id": <your company id> to the '
+            "extra JSON); 439 on the PRE test platform",
         )
     if isinstance(company, bool):
         raise _fail(
@@ -287,6 +344,10 @@ def settings_from_connection(
         ) from None
     lang_value = extra.get("lang", DEFAULT_LANG)
     lang = str(lang_value).strip() if lang_value not in (None, "") else None
+    if lang is not None and not _LANG_RE.fullmatch(lang):
+        raise _fail(
+            "lang", f"is not a language tag ({lang[:40]!r})", "Set it to e.g. en-US or zh-CN, or leave it empty"
+        )
     key_order = str(extra.get("sign_key_order") or "java").strip()
     if key_order not in KEY_ORDERS:
         raise _fail(
@@ -323,7 +384,9 @@ def settings_from_connection(
         recv_window=_as_int(extra, "recv_window", DEFAULT_RECV_WINDOW_MS, 1, " of milliseconds"),
         timeout=_timeout(extra),
         verify=_verify(extra),
-        max_retries=_as_int(extra, "max_retries", DEFAULT_MAX_RETRIES, 0),
+        max_retries=_as_int(extra, "max_retries", DEFAULT_MAX_RETRIES, 0, maximum=MAX_RETRIES),
+        call_deadline=_as_float(extra, "call_deadline", DEFAULT_CALL_DEADLINE, 1.0, maximum=3600.0),
+        max_response_bytes=_as_int(extra, "max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES, 1024, maximum=2**31),
         retry_backoff=_as_float(extra, "retry_backoff", DEFAULT_RETRY_BACKOFF, 0.0),
         rate_limit_per_minute=_as_int(extra, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, 0),
         rate_limit_window=_as_float(extra, "rate_limit_window", 60.0, 0.001),

@@ -55,7 +55,9 @@ GATEWAY_CODES: dict[str, GatewayCode] = {
     ),
     "00012004": GatewayCode(
         "no permission for this API",
-        "Enable the permission this call needs (read-only, trade, contract trade) for the apiKey in API Management.",
+        "First check the connection's Company ID (extra 'company_id'): the gateway answers this when the "
+        "companyId does not belong to the apiKey. Otherwise enable the permission this call needs (read-only, "
+        "trade, contract trade) for the apiKey in API Management.",
     ),
     "00012005": GatewayCode(
         "requests too frequent",
@@ -222,7 +224,8 @@ def _check_envelope(envelope: dict[str, Any], status: int, what: str) -> Any:
     else:
         text = f"MultiMarkets API error {code} for {what}: {msg or 'no message'}"
         if known:
-            text += f" ({known.meaning}). {known.hint}"
+            same = msg.strip().lower().rstrip(".") == known.meaning.lower()
+            text += f". {known.hint}" if same else f" ({known.meaning}). {known.hint}"
         else:
             text += "."
     if status != 200:

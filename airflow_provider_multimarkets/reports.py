@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
     by_biz: Counter[str] = Counter()
     trades: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"trades": 0, "lots": 0.0})
     first = last = None
-    total = malformed = 0
+    total = malformed = bad_values = 0
     for line in lines:
         if not line.strip():
             continue
@@ -45,10 +46,11 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
             status = ORDER_STATUS_NAMES.get(str(params.get("orderStatus")), str(params.get("orderStatus")))
             row = trades[(str(params.get("symbolName", params.get("symbolId", "?"))), status)]
             row["trades"] += 1
-            try:
-                row["lots"] += float(params.get("dealAmount") or 0)
-            except (TypeError, ValueError):
-                pass
+            lots = _finite(params.get("dealAmount"))
+            if lots is None:
+                bad_values += 1
+            else:
+                row["lots"] += lots
     rows = [
         {"symbol": symbol, "order_status": status, "trades": int(v["trades"]), "lots": round(v["lots"], 6)}
         for (symbol, status), v in sorted(trades.items())
@@ -56,12 +58,51 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
     return {
         "messages": total,
         "malformed_lines": malformed,
+        "bad_values": bad_values,
         "by_msg_code": dict(by_code),
         "by_biz_type": dict(by_biz),
         "trades_by_symbol_and_status": rows,
         "first_timestamp": first,
         "last_timestamp": last,
     }
+
+
+def _finite(value: Any) -> float | None:
+    """A number from a push field ("0.08", 0.08, None/"" as 0); ``None`` for NaN, infinities and junk."""
+    if value in (None, ""):
+        return 0.0
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``: the JSON written is always valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection): it is written
+#: with a leading apostrophe, which spreadsheets show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:  # a plain negative number stays a number
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value
 
 
 def account_report(customer: dict[str, Any], symbols: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -132,12 +173,12 @@ def write_report(
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = directory / f"{name}.json", directory / f"{name}.csv"
-    json_path.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str))
+    json_path.write_text(json.dumps(json_safe(report), indent=2, ensure_ascii=False, default=str, allow_nan=False))
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         fields = list(rows[0]) if rows else ["empty"]
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(json_safe(v)) for k, v in row.items()} for row in rows)
     return {"json": str(json_path), "csv": str(csv_path)}
 
 

@@ -68,16 +68,32 @@ def _case_insensitive_key(key: str) -> tuple[bytes, bytes]:
     return (_java_key(key.lower()), _java_key(key))
 
 
-def _prepare(value: Any, options: CanonicalOptions, top: bool) -> Any:
+#: Deeper bodies are refused with a clear error (no documented body nests more than two levels).
+MAX_DEPTH = 32
+
+
+def _prepare(value: Any, options: CanonicalOptions, top: bool, path: str = "", depth: int = 0) -> Any:
+    if depth > MAX_DEPTH:
+        raise MultiMarketsSigningError(
+            f"The request body nests deeper than {MAX_DEPTH} levels (at {path or 'the top'}). Flatten it: no "
+            "documented body nests more than two levels."
+        )
     if isinstance(value, Mapping):
+        for key in value:
+            if type(key) is not str:
+                raise MultiMarketsSigningError(
+                    f"The request body has a key that is not a string: {key!r} ({type(key).__name__}) at "
+                    f"{path or 'the top level'}. JSON keys are strings: write it as the documented field name, "
+                    'e.g. "symbolId" (a non-string key would be sent changed, or merged with another).'
+                )
         if not top and not options.sort_nested:
-            return {str(k): v for k, v in value.items()}
+            return {k: _prepare(v, options, False, f"{path}.{k}", depth + 1) for k, v in value.items()}
         sort_key = _java_key if options.key_order == "java" else _case_insensitive_key
-        items = [(str(k), v) for k, v in value.items() if v is not None]
+        items = [(k, v) for k, v in value.items() if v is not None]
         items.sort(key=lambda kv: sort_key(kv[0]))
-        return {k: _prepare(v, options, top=False) for k, v in items}
+        return {k: _prepare(v, options, False, f"{path}.{k}" if path else k, depth + 1) for k, v in items}
     if isinstance(value, (list, tuple)):
-        return [_prepare(v, options, top=False) for v in value]
+        return [_prepare(v, options, False, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
     return value
 
 
@@ -94,16 +110,36 @@ def canonical_json(payload: Mapping[str, Any] | None, options: CanonicalOptions 
         # Fast path (most bodies): the C encoder's sort_keys orders str keys by code point, which for
         # characters of the Basic Multilingual Plane is exactly Java's UTF-16 String.compareTo order.
         try:
-            return _SORTED_ENCODER.encode(payload)
+            return _check_utf8(_SORTED_ENCODER.encode(payload))
         except (TypeError, ValueError):
             pass  # the general path reports the error
     try:
-        return _ENCODER.encode(_prepare(payload, options, top=True))
+        text = _ENCODER.encode(_prepare(payload, options, top=True))
+    except MultiMarketsSigningError:
+        raise
     except (TypeError, ValueError) as exc:
         raise MultiMarketsSigningError(
             f"The request body cannot be encoded as JSON: {exc}. Use only str, int, float, bool, None, "
             "lists and dicts (send decimals as strings, as the API documents for prices)."
         ) from None
+    except RecursionError:
+        raise MultiMarketsSigningError(
+            "The request body is nested too deeply (or refers to itself) to be encoded. Flatten it."
+        ) from None
+    return _check_utf8(text)
+
+
+def _check_utf8(text: str) -> str:
+    """The body is signed and sent as UTF-8: a lone surrogate (e.g. from a bad decode) cannot be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MultiMarketsSigningError(
+            f"The request body contains a character that is not valid Unicode ({text[exc.start]!r} at "
+            f"position {exc.start}, a lone surrogate), so it cannot be signed or sent as UTF-8. Fix that "
+            "string (it usually comes from text decoded with errors='surrogateescape')."
+        ) from None
+    return text
 
 
 _SCALARS = (str, int, float, bool)

@@ -105,14 +105,16 @@ def test_bad_fields_name_field_and_fix(overrides: dict[str, Any], field: str, wo
     assert SECRET not in message
 
 
-def test_extras_parsed() -> None:
+def test_extras_parsed(tmp_path: Any) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     s = make(
         extra={
             "company_id": "439",
             "lang": "zh-CN",
             "recv_window": "10000",
             "timeout": [3, 20],
-            "verify": "/etc/ssl/ca.pem",
+            "verify": str(bundle),
             "max_retries": 5,
             "rate_limit_per_minute": 0,
             "msg_ws_url": "wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
@@ -121,7 +123,7 @@ def test_extras_parsed() -> None:
         }
     )
     assert s.company_id == 439 and s.lang == "zh-CN" and s.recv_window == 10000
-    assert s.timeout == (3.0, 20.0) and s.verify == "/etc/ssl/ca.pem" and s.max_retries == 5
+    assert s.timeout == (3.0, 20.0) and s.verify == str(bundle) and s.max_retries == 5
     assert s.rate_limit_per_minute == 0
     assert s.ws_url() == "wss://pre-api-test.cmfbl.com/openapi-c/openMsg/abc"
     assert s.unknown_extras == ("surprise",)

@@ -263,7 +263,7 @@ def _ec_key() -> str:
 BAD_CONFIGS = [
     ("missing apiKey", {"login": None}, "'login'", "apiKey"),
     ("missing secretKey", {"password": None}, "'password'", "privateKey"),
-    ("missing company_id", {"extra": {}}, "'company_id'", "Add"),
+    ("missing company_id", {"extra": {}}, "'company_id'", "Company ID field"),
     ("secret not base64", {"password": "this is not base64 !!"}, "secretKey", "Paste"),
     ("public key as secret (DER)", {"password": DEMO_PUBLIC_KEY}, "secretKey", "privateKey"),
     ("public key as secret (PEM)", {"password": _public_pem()}, "secretKey", "privateKey"),

@@ -593,7 +593,7 @@ def test_cli_starts_prints_connection_and_serves_the_hook(tmp_path: Any, monkeyp
         conn = json.loads(export.split("=", 1)[1].strip("'"))
         assert conn == json.loads(conn_file.read_text())
         assert {"host", "login", "password", "extra"} <= set(conn)
-        assert {"company_id", "msg_ws_url", "app_id"} <= set(conn["extra"])
+        assert {"company_id", "msg_ws_url"} <= set(conn["extra"])
         assert json.loads(key_file.read_text())["apiKey"] == conn["login"]
         set_connection(monkeypatch, {**conn, "extra": {**conn["extra"], "retry_backoff": 0.01}})
         assert MultiMarketsHook().get_msg_token().endswith("push")  # after one injected 503

@@ -19,7 +19,6 @@ from airflow_provider_multimarkets._compat import BaseHook, airflow_version, mas
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
     MultiMarketsError,
-    MultiMarketsTransportError,
 )
 
 if TYPE_CHECKING:
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
 MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
 _BIZ_TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
 def new_trace(timestamp_ms: int) -> str:
@@ -65,6 +65,8 @@ class MultiMarketsHook(BaseHook):
     ) -> None:
         super().__init__()
         self.multimarkets_conn_id = multimarkets_conn_id
+        #: who makes the calls, for error messages ("the Airflow API server" for the UI's Test button)
+        self._where = "this worker"
         self._overrides: dict[str, Any] = {
             "timeout": timeout,
             "max_retries": max_retries,
@@ -131,31 +133,13 @@ class MultiMarketsHook(BaseHook):
 
     @cached_property
     def session(self) -> requests.Session:
-        """One HTTP session per hook, reused by every call (keep-alive, connection pool)."""
-        import requests
-        from requests.adapters import HTTPAdapter
+        """One HTTP session per hook, reused by every call (keep-alive, one connection per thread)."""
+        from airflow_provider_multimarkets.transport import build_session
 
-        session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=4, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        # The environment (HTTPS_PROXY/NO_PROXY, REQUESTS_CA_BUNDLE) is read once here instead of on
-        # every request (requests' trust_env re-scans os.environ and stats netrc per call); netrc is
-        # never consulted, so it cannot add an Authorization header to signed calls.
-        session.trust_env = False
-        session.proxies.update(requests.utils.get_environ_proxies(self.settings.base_url))
         verify = self.settings.verify
         if verify is True:
             verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        session.verify = verify
-        session.headers.update(
-            {
-                "User-Agent": self.user_agent,
-                "Content-Type": "application/json",
-                "Accept": "application/json",
-            }
-        )
-        return session
+        return build_session(self.user_agent, verify, self.settings.base_url)
 
     @cached_property
     def user_agent(self) -> str:
@@ -291,9 +275,9 @@ class MultiMarketsHook(BaseHook):
         if settings.lang:
             headers["lang"] = settings.lang
         if version:
-            headers["version"] = str(version)
+            headers["version"] = _header_value("version", version)
         if group:
-            headers["group"] = str(group)
+            headers["group"] = _header_value("group", group)
         return settings.url_for(biz_type), headers, body.encode("utf-8")
 
     def call(
@@ -332,41 +316,51 @@ class MultiMarketsHook(BaseHook):
                 block = budget.record(exc)  # a 429/418 now stops every process that shares the key
                 if attempt >= policy.max_retries or not retryable_error(exc, idempotent=idempotent):
                     raise
-                # after a 429 the wait is the shared block's, taken in budget.acquire()
-                delay = 0.0 if block is not None else policy.delay(attempt, exc)
                 attempt += 1
+                if block is not None:  # the wait is the shared block's, taken in budget.acquire()
+                    now = budget.now()
+                    left = block.until - now
+                    if left > budget.max_wait:
+                        raise budget.blocked_error(block, now, 0.0) from None
+                    self.log.warning(
+                        "MultiMarkets %s failed (%s); retry %d of %d once the apiKey's block ends, in %.1f s.",
+                        biz_type,
+                        exc,
+                        attempt,
+                        policy.max_retries,
+                        left,
+                    )
+                    continue
+                delay = policy.delay(attempt - 1, exc)
                 self.log.warning(
                     "MultiMarkets %s failed (%s); retry %d of %d in %.2f s.",
                     biz_type,
                     exc,
                     attempt,
                     policy.max_retries,
-                    delay if block is None else max(block.until - time.time(), 0.0),
+                    delay,
                 )
-                if delay > 0:
-                    time.sleep(delay)
+                time.sleep(delay)
 
     def _send_once(
         self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None
     ) -> Any:
-        import requests
-
         from airflow_provider_multimarkets.envelope import parse_response
+        from airflow_provider_multimarkets.transport import post
 
+        settings = self.settings
         url, headers, body = self.build_request(biz_type, payload, version=version, group=group)
-        try:
-            response = self.session.post(
-                url, data=body, headers=headers, timeout=self.settings.timeout, allow_redirects=False
-            )
-        except requests.RequestException as exc:
-            raise transport_error(exc, url, self.settings.timeout) from None
-        return parse_response(
-            response.status_code,
-            response.content,
-            retry_after=response.headers.get("Retry-After"),
-            biz_type=biz_type,
-            url=url,
+        status, content, retry_after = post(
+            self.session,
+            url,
+            body,
+            headers,
+            timeout=settings.timeout,
+            deadline=settings.call_deadline,
+            max_bytes=settings.max_response_bytes,
+            where=self._where,
         )
+        return parse_response(status, content, retry_after=retry_after, biz_type=biz_type, url=url)
 
     def get_msg_token(self) -> str:
         """Fetch the message-push token (``getMsgPushToken``); it is masked in every log."""
@@ -382,8 +376,17 @@ class MultiMarketsHook(BaseHook):
         return token
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap signed call (``getMsgPushToken``) to check host, keys, clock and IP whitelist."""
+        """One cheap signed call (``getMsgPushToken``) to check host, keys, clock and IP whitelist.
+
+        The UI's Test button runs it in the Airflow API server: one try, no retries and no waiting
+        for budget, so it answers within the connect timeout when the host is down.
+        """
+        from airflow_provider_multimarkets.retry import RetryPolicy
+
+        self._where = "the Airflow API server"
         try:
+            self.__dict__["retry_policy"] = RetryPolicy(max_retries=0)
+            self.budget.max_wait = 0.0
             self.get_msg_token()
         except MultiMarketsError as exc:
             return False, str(exc)
@@ -431,6 +434,16 @@ class MultiMarketsHook(BaseHook):
         }
 
 
+def _header_value(name: str, value: Any) -> str:
+    text = str(value)
+    if not _HEADER_VALUE_RE.fullmatch(text):
+        raise MultiMarketsConfigError(
+            f"The {name} header value {text[:60]!r} is not printable ASCII (headers cannot carry it). Use the "
+            f"interface's documented {name}, e.g. {'0.0.1' if name == 'version' else 'tradeApi'}."
+        )
+    return text
+
+
 def _check_biz_type(biz_type: str) -> None:
     if not isinstance(biz_type, str) or not _BIZ_TYPE_RE.match(biz_type):
         raise MultiMarketsConfigError(
@@ -439,58 +452,12 @@ def _check_biz_type(biz_type: str) -> None:
         )
 
 
-def transport_error(exc: BaseException, url: str, timeout: tuple[float, float]) -> MultiMarketsTransportError:
-    """Translate a ``requests`` exception, telling whether the request may have been sent."""
-    import requests
-    from urllib3.exceptions import NewConnectionError
+def __getattr__(name: str) -> Any:
+    if name == "transport_error":  # moved to airflow_provider_multimarkets.transport
+        from airflow_provider_multimarkets.transport import transport_error
 
-    from airflow_provider_multimarkets.connection_settings import PRE_BASE_URL
-
-    name = type(exc).__name__
-    reason = getattr(exc.args[0], "reason", None) if exc.args else None
-    if isinstance(exc, requests.exceptions.SSLError):
-        return MultiMarketsTransportError(
-            f"TLS verification failed for {url}. Fix the server certificate chain, or set the connection "
-            "extra 'verify' to a CA bundle path (set it to false only for a local sandbox).",
-            maybe_sent=False,
-            url=url,
-            permanent=True,
-        )
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return MultiMarketsTransportError(
-            f"Connecting to {url} timed out after {timeout[0]:g} s (the request was not sent). Check the "
-            "connection host and that this worker can reach it.",
-            maybe_sent=False,
-            url=url,
-        )
-    if isinstance(exc, requests.exceptions.ConnectionError) and isinstance(reason, NewConnectionError):
-        return MultiMarketsTransportError(
-            f"Could not connect to {url} (refused or DNS failure; the request was not sent). Check the "
-            "connection host and port, and that this worker can reach it.",
-            maybe_sent=False,
-            url=url,
-        )
-    if isinstance(exc, requests.exceptions.ReadTimeout):
-        return MultiMarketsTransportError(
-            f"No answer from {url} within {timeout[1]:g} s (read timeout; the request may have been "
-            "processed). Raise the connection extra 'timeout' if the platform is slow.",
-            maybe_sent=True,
-            url=url,
-        )
-    if isinstance(
-        exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
-    ):
-        return MultiMarketsTransportError(
-            f"The request URL {url} is invalid ({name}). Fix the connection host, e.g. {PRE_BASE_URL}.",
-            maybe_sent=False,
-            url=url,
-            permanent=True,
-        )
-    return MultiMarketsTransportError(
-        f"The connection to {url} failed while the request was in flight ({name}; it may have been processed).",
-        maybe_sent=True,
-        url=url,
-    )
+        return transport_error
+    raise AttributeError(name)
 
 
-__all__ = ["MultiMarketsHook", "new_trace", "transport_error"]
+__all__ = ["MultiMarketsHook", "new_trace"]

@@ -501,8 +501,7 @@ class Sandbox:
             "extra": {
                 "company_id": self.company_id,
                 "lang": "en-US",
-                "msg_ws_url": self.ws_url,
-                "app_id": str(self.company_id),
+                "msg_ws_url": self.ws_url,  # its {appId} defaults to the company id
                 **extra,
             },
         }

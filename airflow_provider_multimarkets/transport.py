@@ -1,0 +1,243 @@
+"""The HTTP transport of the hook: one ``requests.Session`` whose every call is bounded in time and size.
+
+``requests`` bounds each socket read (the read timeout), not a call: a server that sends a byte
+every few seconds keeps a call alive forever. Here every call has a total deadline, enforced by a
+watchdog that shuts the connection's socket down when it passes (the blocked read then fails at
+once), and every answer a size cap, counted after decompression. ``requests`` and ``urllib3`` are
+imported by the functions that need them, never at module import.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_multimarkets.exceptions import MultiMarketsResponseError, MultiMarketsTransportError
+
+if TYPE_CHECKING:
+    import requests
+
+#: Connections kept per host: one per thread that shares a hook, up to this many.
+POOL_SIZE = 32
+_CHUNK = 8192  # decompressed per read: a compressed bomb inflates in small steps, checked each time
+_ACTIVE = threading.local()
+
+
+class CallWatch:
+    """Shuts down the socket of this thread's current request when the deadline passes."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.expired = False
+        self.connection: Any = None
+        self._timer = threading.Timer(deadline, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> CallWatch:
+        _ACTIVE.watch = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _ACTIVE.watch = None
+
+    def _expire(self) -> None:
+        self.expired = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def build_session(user_agent: str, verify: bool | str, base_url: str) -> requests.Session:
+    """A session whose connections report themselves to the call's watchdog."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class _Watched:
+        def getresponse(self, *args: Any, **kwargs: Any) -> Any:
+            watch = getattr(_ACTIVE, "watch", None)
+            if watch is not None:
+                watch.connection = self
+                if watch.expired:
+                    raise TimeoutError("call deadline passed")
+            return super().getresponse(*args, **kwargs)  # type: ignore[misc]
+
+    class _HTTPConnection(_Watched, HTTPConnection):
+        pass
+
+    class _HTTPSConnection(_Watched, HTTPSConnection):
+        pass
+
+    class _HTTPPool(HTTPConnectionPool):
+        ConnectionCls = _HTTPConnection
+
+    class _HTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = _HTTPSConnection
+
+    class _Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    session = requests.Session()
+    adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    # The environment (HTTPS_PROXY/NO_PROXY) is read once here instead of on every request (requests'
+    # trust_env re-scans os.environ and stats netrc per call); netrc is never consulted, and the session
+    # has no auth, so no Authorization header is ever sent.
+    session.trust_env = False
+    session.auth = None
+    session.proxies.update(requests.utils.get_environ_proxies(base_url))
+    session.verify = verify
+    session.headers.update({"User-Agent": user_agent, "Content-Type": "application/json", "Accept": "application/json"})
+    return session
+
+
+def post(
+    session: requests.Session,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    timeout: tuple[float, float],
+    deadline: float,
+    max_bytes: int,
+    where: str,
+) -> tuple[int, bytes, str | None]:
+    """POST and read the whole answer within ``deadline`` seconds and ``max_bytes``: status, body, Retry-After."""
+    import requests
+
+    with CallWatch(deadline) as watch:
+        try:
+            response = session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False, stream=True
+            )
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_content(_CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise MultiMarketsResponseError(
+                            f"The answer from {url} is larger than {max_bytes} bytes (after decompression), far "
+                            "beyond any documented answer; it was not read further. Check the connection host, or "
+                            "raise the extra 'max_response_bytes'.",
+                            http_status=response.status_code,
+                        )
+                    chunks.append(chunk)
+                return response.status_code, b"".join(chunks), response.headers.get("Retry-After")
+            finally:
+                response.close()
+        except MultiMarketsResponseError:
+            raise
+        except (requests.RequestException, OSError, ValueError) as exc:
+            if watch.expired:
+                raise MultiMarketsTransportError(
+                    f"No complete answer from {url} within the call deadline of {deadline:g} s (extra "
+                    "'call_deadline'; the gateway itself gives up after 15 s). The request may have been "
+                    "processed.",
+                    maybe_sent=True,
+                    url=url,
+                ) from None
+            raise transport_error(exc, url, timeout, where=where) from None
+
+
+def _errno_in_chain(exc: BaseException | None, wanted: int) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno == wanted:
+            return True
+        reason = getattr(exc, "reason", None)
+        exc = reason if isinstance(reason, BaseException) else (exc.__cause__ or exc.__context__)
+        seen += 1
+    return False
+
+
+def transport_error(
+    exc: BaseException, url: str, timeout: tuple[float, float], *, where: str = "this worker"
+) -> MultiMarketsTransportError:
+    """Translate a ``requests`` exception, telling whether the request may have been sent."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+
+    from airflow_provider_multimarkets.connection_settings import PRE_BASE_URL
+
+    name = type(exc).__name__
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    text = str(exc)
+    if _errno_in_chain(exc, errno.EMFILE) or _errno_in_chain(exc, errno.ENFILE) or "Too many open files" in text:
+        return MultiMarketsTransportError(
+            f"{where[0].upper() + where[1:]} ran out of file descriptors (Too many open files) before connecting to "
+            f"{url}; the request was not sent. Close leaked files or sockets in the task, or raise the process "
+            "limit (ulimit -n).",
+            maybe_sent=False,
+            url=url,
+        )
+    if isinstance(exc, requests.exceptions.SSLError):
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text or "record layer failure" in text:
+            return MultiMarketsTransportError(
+                f"The server at {url} does not speak TLS (it answered a TLS handshake in plain HTTP); the request "
+                "was not sent. Use http:// in the connection host for a plain-HTTP server such as a local "
+                "sandbox, or fix the port.",
+                maybe_sent=False,
+                url=url,
+                permanent=True,
+            )
+        return MultiMarketsTransportError(
+            f"TLS verification failed for {url}. Fix the server certificate chain, or set the connection "
+            "extra 'verify' to a CA bundle path (set it to false only for a local sandbox).",
+            maybe_sent=False,
+            url=url,
+            permanent=True,
+        )
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return MultiMarketsTransportError(
+            f"Connecting to {url} timed out after {timeout[0]:g} s (the request was not sent). Check the "
+            f"connection host and that {where} can reach it.",
+            maybe_sent=False,
+            url=url,
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError) and isinstance(reason, NewConnectionError):
+        return MultiMarketsTransportError(
+            f"Could not connect to {url} (refused or DNS failure; the request was not sent). Check the "
+            f"connection host and port, and that {where} can reach it.",
+            maybe_sent=False,
+            url=url,
+        )
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return MultiMarketsTransportError(
+            f"No answer from {url} within {timeout[1]:g} s (read timeout; the request may have been "
+            "processed). Raise the connection extra 'timeout' if the platform is slow.",
+            maybe_sent=True,
+            url=url,
+        )
+    if isinstance(
+        exc,
+        (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.InvalidHeader,
+        ),
+    ) or (isinstance(exc, ValueError) and not isinstance(exc, requests.RequestException)):
+        return MultiMarketsTransportError(
+            f"The request to {url} could not be built ({name}); it was not sent. Fix the connection host "
+            f"(e.g. {PRE_BASE_URL}) and header values.",
+            maybe_sent=False,
+            url=url,
+            permanent=True,
+        )
+    return MultiMarketsTransportError(
+        f"The connection to {url} failed while the request was in flight ({name}; it may have been processed).",
+        maybe_sent=True,
+        url=url,
+    )
