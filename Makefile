@@ -9,7 +9,7 @@ COMPAT_VERSIONS ?= 2.11.2 3.0.6
 
 DEPLOY_STAMP := $(VENV)/.installed-deploy-$(AIRFLOW_VERSION)
 
-.PHONY: venv test lint typecheck unit demo bench clean test-compat test-deploy redis-server
+.PHONY: venv test lint typecheck unit demo bench clean test-compat test-deploy redis-server chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,14 +46,24 @@ test: lint typecheck unit
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+# Debian's chromium: the connection-form test drives the real Airflow UI in it (headless).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "chromium is missing and cannot be installed here: run 'sudo apt-get install chromium'"; exit 1; \
+	  fi; }
+
 # A real deployment (api-server, scheduler, dag-processor, triggerer, LocalExecutor; then the
 # CeleryExecutor with Redis and two workers) driven through its REST API; see deploy/harness.py.
 # celery 5.7 removed celery.backends.database.retry, which the Celery provider (3.26) still imports.
 $(DEPLOY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-celery>=3.12" "celery[redis]>=5.5,<5.7"
+	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-celery>=3.12" "celery[redis]>=5.5,<5.7" "playwright>=1.40"
 	touch $(DEPLOY_STAMP)
 
-test-deploy: $(DEPLOY_STAMP) redis-server
+test-deploy: $(DEPLOY_STAMP) redis-server chromium
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3000 deploy; rc=$$?; \
 	echo "== make test-deploy: wall time $$(( $$(date +%s) - start )) s"; exit $$rc

@@ -342,8 +342,8 @@ def settings_from_connection(
         raise _fail(
             "company_id", f"must be a whole number, got {company!r}", 'Set "company_id" to your numeric company id'
         ) from None
-    lang_value = extra.get("lang", DEFAULT_LANG)
-    lang = str(lang_value).strip() if lang_value not in (None, "") else None
+    lang_value = extra.get("lang")  # null (as the connection form saves an empty field): the default
+    lang = DEFAULT_LANG if lang_value is None else (str(lang_value).strip() or None)
     if lang is not None and not _LANG_RE.fullmatch(lang):
         raise _fail(
             "lang", f"is not a language tag ({lang[:40]!r})", "Set it to e.g. en-US or zh-CN, or leave it empty"

@@ -14,9 +14,9 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema"],
     "relabeling": {"host": "Open API base URL", "login": "apiKey", "password": "secretKey (RSA private key)"},
     "placeholders": {
-        "host": "https://prewppc-3.cmfbl.com/openapi-c (empty: production https://api.multimarkets.org/openapi-c)",
+        "host": "https://api.multimarkets.org/openapi-c",
         "login": "1710e1f6b4b54c15bea72e8669966591",
-        "password": "MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8w... (base64 PKCS#8, or PEM)",
+        "password": "base64 PKCS#8 (MIICdQIBADAN...) or PEM",
         "port": "optional",
         "company_id": "439",
         "lang": "en-US",
@@ -33,49 +33,49 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 CONN_FIELDS: dict[str, Any] = {
     "company_id": {
         "label": "Company ID",
-        "schema": {"type": ["integer", "null"]},
-        "description": "Required. Your platform company id (439 on the PRE test platform).",
+        "schema": {"type": ["integer"], "minimum": 1},
+        "description": "Required. Your platform company id, e.g. 439 on the PRE test platform.",
     },
     "lang": {
         "label": "Language",
-        "schema": {"type": ["string", "null"]},
-        "description": "Optional. The lang header, e.g. en-US or zh-CN.",
+        "schema": {"type": ["string", "null"], "examples": ["en-US", "zh-CN"]},
+        "description": "Optional. The lang header, e.g. en-US (default) or zh-CN.",
     },
     "recv_window": {
         "label": "recvWindow (ms)",
-        "schema": {"type": ["integer", "null"]},
+        "schema": {"type": ["integer", "null"], "default": 5000, "minimum": 1},
         "description": "Optional. How long a signed request stays valid, in ms (default 5000).",
     },
     "timeout": {
         "label": "Timeout (s)",
-        "schema": {"type": ["number", "null"]},
+        "schema": {"type": ["number", "null"], "default": 30, "exclusiveMinimum": 0, "maximum": 600},
         "description": "Optional. Read timeout in seconds (default 30; connect timeout 10).",
     },
     "verify": {
         "label": "Verify TLS",
-        "schema": {"type": ["boolean", "null"]},
-        "description": "Optional. Verify the server certificate (default true).",
+        "schema": {"type": ["boolean", "null"], "default": True},
+        "description": "Verify the server's TLS certificate (on by default; turn off only for a local sandbox).",
     },
     "max_retries": {
         "label": "Max retries",
-        "schema": {"type": ["integer", "null"]},
+        "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0, "maximum": 10},
         "description": "Optional. Retries of idempotent calls on 5xx/429/network errors (default 3).",
     },
     "rate_limit_per_minute": {
         "label": "Calls per minute",
-        "schema": {"type": ["integer", "null"]},
+        "schema": {"type": ["integer", "null"], "default": 100, "minimum": 0},
         "description": "Optional. The apiKey's call budget, shared by every process that uses the key "
         "(default 100, the gateway's limit; 0 = off).",
     },
     "rate_limit_redis_conn_id": {
         "label": "Redis connection (shared budget)",
-        "schema": {"type": ["string", "null"]},
+        "schema": {"type": ["string", "null"], "examples": ["redis_default"]},
         "description": "Optional. An Airflow Redis connection every worker reaches: the call budget and "
         "ban state are then shared by all hosts. Empty: shared by the processes of each host.",
     },
     "msg_ws_url": {
         "label": "Message WebSocket URL",
-        "schema": {"type": ["string", "null"]},
+        "schema": {"type": ["string", "null"], "examples": ["wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}"]},
         "description": "Optional. e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
     },
     "app_id": {

@@ -314,20 +314,9 @@ def bench_signing(rounds: int, count: int) -> None:
     secret = _demo_key()
     signer = Signer(secret)
     key = load_private_key(secret)
-    payload = {
-        "accountCurrency": "CNY",
-        "accountDigits": 2,
-        "accountId": 1034124,
-        "bizType": 1,
-        "crossLevelNum": 1,
-        "direction": 1,
-        "entryType": 1,
-        "requestNum": "0.100000",
-        "requestPrice": "167655",
-        "requestTime": 1698299972000,
-        "symbolId": 8390,
-        "tradeType": 2,
-    }
+    from airflow_provider_multimarkets.sandbox.data import ORDER_PROCESS_EXAMPLE
+
+    payload = {k: v for k, v in ORDER_PROCESS_EXAMPLE.items() if k != "expireType"}  # the 12-field order
     text = string_to_sign(canonical_json(payload), 1698299972000).encode()
     pad, sha1 = padding.PKCS1v15(), hashes.SHA1()
 
@@ -503,24 +492,14 @@ def bench_budget(rounds: int, count: int) -> None:
 
     import redis
 
+    sys.path.insert(0, str(ROOT))
     from airflow_provider_multimarkets.budget import CallBudget, HostStore, ProcessStore, RedisStore
+    from deploy.harness import start_redis_server
 
     print("budget", flush=True)
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing (make bench installs it)"
     port = free_port()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    server = start_redis_server(port)
     try:
-        client = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         tmp = tempfile.mkdtemp(prefix="mm-bench-budget-")
         limit = 10**9  # never waits: what is measured is the cost of taking a unit
         # a 50 ms window keeps ~100-150 calls in it, as a real 100-per-minute budget holds at most 100

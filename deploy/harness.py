@@ -412,8 +412,32 @@ def q(value: str) -> str:
     return urllib.parse.quote(value, safe="")
 
 
+def start_redis_server(port: int, timeout: float = 30.0) -> subprocess.Popen[bytes]:
+    """Debian's redis-server on 127.0.0.1:``port``, without persistence; returns once it answers PING."""
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise RuntimeError("redis-server is missing: the Makefile installs Debian's redis-server package")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def pong() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+
+    try:
+        wait_until(f"redis-server on port {port}", pong, timeout, every=0.05)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
+
+
 def peak_in_window(times: list[float], window: float = 60.0) -> int:
-    """The most calls in any ``window`` seconds (sliding, wherever it starts)."""
+    """The most calls in any ``window`` (sliding, wherever it starts; any unit, seconds or ms)."""
     stamps = sorted(times)
     best, j = 0, 0
     for i, start in enumerate(stamps):

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 from conftest import Sandboxes, record
 
+from airflow_provider_multimarkets.budget import SAFETY_MARGIN_SECONDS
 from deploy.harness import Deployment, SandboxProcess, log, peak_in_window
 
 DAG = "mm_deploy_fanout"
 FIND = "customer.app.CustomerWebApiService.findCustomerInfo"
 CALLS = 300
-LIMIT, WINDOW = 100, 60.5  # the budget's window: 60 s + the 0.5 s safety margin
+LIMIT, WINDOW = 100, 60.0 + SAFETY_MARGIN_SECONDS  # the budget's window: 60 s + the safety margin
 #: what 300 calls at 100 per minute need at the least: 100 now, 100 a window later, 100 after that
 FLOOR = (math.ceil(CALLS / LIMIT) - 1) * WINDOW
 

@@ -17,7 +17,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_multimarkets.sandbox.data import ORDER_PROCESS_EXAMPLE
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the deployment harness (deploy/) serves the tests too
 _HOME = Path(tempfile.mkdtemp(prefix="mm-airflow-home-"))
 os.environ["AIRFLOW_HOME"] = str(_HOME)
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_HOME}/airflow.db"
@@ -38,21 +41,7 @@ DEMO_PUBLIC_KEY = "MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDBJV4JxyqaDP8v+Ue3nTo3C
 
 #: The isolated-margin market order of the documented Order Process (sandbox seed data).
 ORDER_BIZ_TYPE = "tradeapi.app.OrderApiService.addMarketOrder"
-ORDER_BODY: dict[str, Any] = {
-    "accountCurrency": "CNY",
-    "accountDigits": 2,
-    "accountId": 1034124,
-    "bizType": 1,
-    "crossLevelNum": 1,
-    "direction": 1,
-    "entryType": 1,
-    "expireType": 1,
-    "requestNum": "0.100000",
-    "requestPrice": "167655",
-    "requestTime": 1698299972000,
-    "symbolId": 8390,
-    "tradeType": 2,
-}
+ORDER_BODY: dict[str, Any] = dict(ORDER_PROCESS_EXAMPLE)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsRateLimitError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from deploy.harness import peak_in_window, start_redis_server
 
 API_KEY = "budget-test-key"
 
@@ -39,23 +39,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """A real redis-server on a free loopback port (Debian's package; `make test` installs it)."""
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is missing: `make test` installs Debian's redis-server package (apt-get)"
     port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(port=port, socket_connect_timeout=1)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
+    proc = start_redis_server(port)
     yield f"redis://127.0.0.1:{port}/0"
     proc.kill()
     proc.wait(timeout=10)
@@ -92,16 +77,6 @@ print(json.dumps(taken))
 """
 
 
-def _max_in_any_window(stamps_ms: list[int], window_ms: int) -> int:
-    stamps = sorted(stamps_ms)
-    best, j = 0, 0
-    for i, start in enumerate(stamps):
-        while j < len(stamps) and stamps[j] < start + window_ms:
-            j += 1
-        best = max(best, j - i)
-    return best
-
-
 def _run_processes(kind: str, where: str, key: str, processes: int, calls: int, limit: int, window: float) -> list[int]:
     args = [kind, where, key, str(limit), str(window), str(calls)]
     procs = [
@@ -125,9 +100,9 @@ def test_separate_processes_share_one_budget(kind: str, tmp_path: Path, request:
     limit, window = 10, 1.0
     stamps = _run_processes(kind, where, f"{API_KEY}-{kind}-{os.getpid()}", 6, 12, limit, window)
     # 72 calls by 6 processes: never more than 10 in any 1-second window, wherever it starts ...
-    assert _max_in_any_window(stamps, int(window * 1000)) <= limit
+    assert peak_in_window(stamps, int(window * 1000)) <= limit
     # ... and the budget was used, not merely slow: every full window admitted its 10 calls
-    assert _max_in_any_window(stamps, int(window * 1000)) == limit
+    assert peak_in_window(stamps, int(window * 1000)) == limit
     span = (max(stamps) - min(stamps)) / 1000
     assert span >= (72 / limit - 1) * window * 0.99
 
@@ -240,20 +215,11 @@ def test_redis_down_is_a_clear_error_not_a_hang() -> None:
     assert time.monotonic() - started < 10
 
 
-def test_redis_dying_mid_run_is_a_clear_error(tmp_path: Path) -> None:
-    binary = shutil.which("redis-server")
-    assert binary
+def test_redis_dying_mid_run_is_a_clear_error() -> None:
     port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--save", ""], stdout=subprocess.DEVNULL)
+    proc = start_redis_server(port)
     try:
-        url = f"redis://127.0.0.1:{port}/0"
-        for _ in range(100):
-            try:
-                store = _redis_store(url, 100, 60.0)
-                break
-            except MultiMarketsBudgetError:
-                time.sleep(0.05)
-        budget = CallBudget(store, limit=100, window=60.0)
+        budget = CallBudget(_redis_store(f"redis://127.0.0.1:{port}/0", 100, 60.0), limit=100, window=60.0)
         budget.acquire()
     finally:
         proc.kill()

@@ -84,18 +84,12 @@ class MultiMarketsHook(BaseHook):
         """The validated connection settings; the secretKey is registered with the masker."""
         from airflow_provider_multimarkets.connection_settings import settings_from_connection
 
-        try:
-            conn = self.get_connection(self.multimarkets_conn_id)
-        except MultiMarketsError:
-            raise
-        except Exception as exc:
-            if type(exc).__name__ != "AirflowNotFoundException":
-                raise
-            raise MultiMarketsConfigError(
-                f"The Airflow connection {self.multimarkets_conn_id!r} is not defined. Create it (type "
-                f"'multimarkets') in the UI or with AIRFLOW_CONN_{self.multimarkets_conn_id.upper()} set "
-                "to the JSON shown in the provider README."
-            ) from None
+        conn = self._connection(
+            self.multimarkets_conn_id,
+            f"The Airflow connection {self.multimarkets_conn_id!r} is not defined. Create it (type "
+            f"'multimarkets') in the UI or with AIRFLOW_CONN_{self.multimarkets_conn_id.upper()} set "
+            "to the JSON shown in the provider README.",
+        )
         extra = conn.extra_dejson if conn.extra else {}
         if conn.extra and not extra:
             raise MultiMarketsConfigError(
@@ -194,6 +188,17 @@ class MultiMarketsHook(BaseHook):
                 )
         return HostStore(settings.rate_limit_dir or default_budget_dir(), settings.api_key, limit, window)
 
+    def _connection(self, conn_id: str, missing: str) -> Any:
+        """An Airflow connection; a missing one is a config error with the ``missing`` text."""
+        try:
+            return self.get_connection(conn_id)
+        except MultiMarketsError:
+            raise
+        except Exception as exc:
+            if type(exc).__name__ != "AirflowNotFoundException":
+                raise
+            raise MultiMarketsConfigError(missing) from None
+
     def _redis_client(self) -> tuple[Any, str]:
         """A Redis client from the Airflow connection named by ``rate_limit_redis_conn_id``."""
         conn_id = str(self.settings.rate_limit_redis_conn_id)
@@ -204,16 +209,12 @@ class MultiMarketsHook(BaseHook):
                 "The extra 'rate_limit_redis_conn_id' needs the redis client: pip install "
                 "'airflow-provider-multimarkets[redis]'."
             ) from None
-        try:
-            conn = self.get_connection(conn_id)
-        except Exception as exc:
-            if type(exc).__name__ != "AirflowNotFoundException":
-                raise
-            raise MultiMarketsConfigError(
-                f"MultiMarkets connection field 'rate_limit_redis_conn_id' names {conn_id!r}, which is not an "
-                f"Airflow connection. Create it (type 'redis', host and port of a Redis server every worker "
-                f"reaches), e.g. AIRFLOW_CONN_{str(conn_id).upper()}='redis://redis-host:6379/0'."
-            ) from None
+        conn = self._connection(
+            conn_id,
+            f"MultiMarkets connection field 'rate_limit_redis_conn_id' names {conn_id!r}, which is not an "
+            f"Airflow connection. Create it (type 'redis', host and port of a Redis server every worker "
+            f"reaches), e.g. AIRFLOW_CONN_{conn_id.upper()}='redis://redis-host:6379/0'.",
+        )
         extra = conn.extra_dejson if conn.extra else {}
         if conn.password:
             mask_secret(conn.password)

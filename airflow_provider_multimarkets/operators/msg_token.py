@@ -14,24 +14,35 @@ class GetMsgTokenOperator(BaseOperator):
     """Call ``getMsgPushToken`` and return the token (the ``return_value`` XCom).
 
     Feed ``op.output`` to a message subscription or any task that opens the message WebSocket. The
-    token is registered with Airflow's secret masker, so it never shows in task logs.
+    token is registered with Airflow's secret masker, so it never shows in task logs. As any XCom
+    it is stored in the metadata DB and shown in clear in the UI's XCom tab: to keep it out of
+    XCom, let ``MultiMarketsMsgSubscribeOperator`` fetch its own token (leave ``token`` unset), or
+    set ``push_token=False`` here (the task then only checks that a token can be fetched).
 
+    :param push_token: return the token (the default); ``False`` returns only its length.
     :param multimarkets_conn_id: the ``multimarkets`` connection to use.
     """
 
     template_fields: Sequence[str] = ("multimarkets_conn_id",)
     ui_color = "#e8f4fd"
 
-    def __init__(self, *, multimarkets_conn_id: str = MultiMarketsHook.default_conn_name, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        push_token: bool = True,
+        multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.push_token = push_token
         self.multimarkets_conn_id = multimarkets_conn_id
 
     @cached_property
     def hook(self) -> MultiMarketsHook:
         return MultiMarketsHook(self.multimarkets_conn_id)
 
-    def execute(self, context: Context) -> str:
+    def execute(self, context: Context) -> str | dict[str, int]:
         with self.hook as hook:
             token = hook.get_msg_token()
         self.log.info("Fetched a message-push token (%d characters, masked in logs).", len(token))
-        return token
+        return token if self.push_token else {"token_length": len(token)}

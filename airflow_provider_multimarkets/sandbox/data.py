@@ -9,6 +9,23 @@ COMPANY_ID = 439
 CUSTOMER_ID = 2482
 CUSTOMER_GROUP_ID = 12
 
+#: The isolated-margin market order of the documented Order Process (OA-FLOW), valid on this seed data.
+ORDER_PROCESS_EXAMPLE: dict[str, Any] = {
+    "accountCurrency": "CNY",
+    "accountDigits": 2,
+    "accountId": 1034124,
+    "bizType": 1,
+    "crossLevelNum": 1,
+    "direction": 1,
+    "entryType": 1,
+    "expireType": 1,
+    "requestNum": "0.100000",
+    "requestPrice": "167655",
+    "requestTime": 1698299972000,
+    "symbolId": 8390,
+    "tradeType": 2,
+}
+
 
 def customer_info(company_id: int, accounts: list[dict[str, Any]]) -> dict[str, Any]:
     return {

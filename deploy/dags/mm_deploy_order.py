@@ -16,22 +16,9 @@ except ImportError:  # Airflow 2.x
     from airflow.models.dag import DAG  # type: ignore[assignment]
 
 from airflow_provider_multimarkets.operators.order import MultiMarketsMarketOrderOperator
+from airflow_provider_multimarkets.sandbox.data import ORDER_PROCESS_EXAMPLE
 
-ORDER = {
-    "accountCurrency": "CNY",
-    "accountDigits": 2,
-    "accountId": 1034124,
-    "bizType": 1,
-    "crossLevelNum": 1,
-    "direction": 1,
-    "entryType": 1,
-    "expireType": 1,
-    "requestNum": "0.100000",
-    "requestPrice": "167655",
-    "requestTime": 1698299972000,
-    "symbolId": 8390,
-    "tradeType": 2,
-}
+ORDER = dict(ORDER_PROCESS_EXAMPLE)
 
 
 def _linger(context: Any, result: Any) -> None:
