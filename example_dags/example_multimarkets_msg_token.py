@@ -47,6 +47,8 @@ with DAG(
         window_seconds=WINDOW_SECONDS,
         max_messages=10_000,
         output_path=f"{RUN_DIR}/pushes.jsonl",
+        # explicit: Airflow's default ([operators] default_deferrable = False) would hold a worker slot
+        deferrable=True,
     )
     report = MultiMarketsPushReportOperator(
         task_id="report",

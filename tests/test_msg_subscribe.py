@@ -198,6 +198,8 @@ def test_serialize_round_trip(tmp_path: Path) -> None:
         ping_interval=3.0,
     )
     classpath, kwargs = trigger.serialize()
+    # a literal: the triggerer imports exactly this path, whatever module the class is reached through
+    assert classpath == "airflow_provider_multimarkets.triggers.msg_subscribe.MultiMarketsMsgSubscribeTrigger"
     json.dumps(kwargs)  # JSON-only
     module, _, name = classpath.rpartition(".")
     again = getattr(importlib.import_module(module), name)(**kwargs)

@@ -604,3 +604,15 @@ def test_cli_starts_prints_connection_and_serves_the_hook(tmp_path: Any, monkeyp
     assert "getMsgPushToken -> HTTP 200" in err and "injected fault" in err
     assert conn["password"] not in err + out.replace(export, "")
     assert json.loads(out.strip().splitlines()[-1])["requests"] == {"getMsgPushToken": 1}
+
+
+def test_cli_without_the_sandbox_extra_says_which_extra() -> None:
+    code = (
+        "import sys; sys.modules['aiohttp'] = None\n"
+        "from airflow_provider_multimarkets.sandbox.cli import main\n"
+        "raise SystemExit(main(['--port', '0']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "pip install 'airflow-provider-multimarkets[sandbox]'" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -40,7 +40,9 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         in the summary under ``messages_inline``.
     :param ping_interval: seconds between pings (the docs say 15).
     :param max_reconnects: reconnects in a row without a push before the task fails.
-    :param deferrable: defer to the triggerer (default: ``[operators] default_deferrable``).
+    :param deferrable: defer to the triggerer, freeing the worker slot while listening. The default
+        is ``[operators] default_deferrable``, which Airflow ships as ``False``: pass
+        ``deferrable=True`` to free the slot whatever the deployment's configuration.
     :param multimarkets_conn_id: the ``multimarkets`` connection.
     """
 

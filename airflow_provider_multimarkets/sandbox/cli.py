@@ -53,9 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from airflow_provider_multimarkets.sandbox.keys import load_or_create
-    from airflow_provider_multimarkets.sandbox.server import Sandbox
-    from airflow_provider_multimarkets.sandbox.state import SandboxConfig
+    try:
+        from airflow_provider_multimarkets.sandbox.keys import load_or_create
+        from airflow_provider_multimarkets.sandbox.server import Sandbox
+        from airflow_provider_multimarkets.sandbox.state import SandboxConfig
+    except ImportError as exc:
+        print(
+            f"multimarkets-sandbox needs the [sandbox] extra ({exc.name or exc} is missing): "
+            "pip install 'airflow-provider-multimarkets[sandbox]'",
+            file=sys.stderr,
+        )
+        return 2
 
     # Our own handler: importing Airflow (through the provider's modules) replaces root logging config.
     handler = logging.StreamHandler(sys.stderr)

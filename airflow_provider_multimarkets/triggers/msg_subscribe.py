@@ -114,7 +114,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
+            "airflow_provider_multimarkets.triggers.msg_subscribe.MultiMarketsMsgSubscribeTrigger",
             {
                 "token": self.token,
                 "multimarkets_conn_id": self.multimarkets_conn_id,
