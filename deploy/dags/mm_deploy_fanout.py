@@ -5,6 +5,7 @@ tasks (``findCustomerInfo``), as a user spreads per-account work. ``conn_id`` pi
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 try:
@@ -36,4 +37,6 @@ with DAG(
         version="0.0.1",
         multimarkets_conn_id="{{ params.conn_id }}",
         retries=0,
+        # for measuring set-ups with an Airflow pool (the pool is created by the scenario)
+        pool=os.environ.get("MM_DEPLOY_POOL", "default_pool"),
     ).expand(payload=payloads())
