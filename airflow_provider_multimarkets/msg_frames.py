@@ -4,18 +4,20 @@ Client frames follow the documented shape (``head``, ``device``, ``seqId``, ``tr
 ``data``). Server pushes carry ``msgCode``, ``timestamp``, ``trace``, ``seqId`` and ``content``.
 
 Duplicates: after a reconnect a server may send again the pushes it was delivering when the
-connection dropped. A push is recognised as already delivered by the pair (``seqId``, ``trace``)
-it carries; the last ``dedup_window`` pairs are remembered (bounded memory).
+connection dropped. The push log recognises them by the push's content identity (see
+:mod:`.push_log`), never by ``seqId``/``trace``, which are per connection.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections import Counter, OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
+
+from airflow_provider_multimarkets.push_log import PushLog
 
 CLIENT_MSG_TYPES = ("login", "subscribe_asset", "cancel_subscribe_asset", "ping", "logout")
 #: Frames that answer a client frame rather than push data (``pong`` answers ``ping``).
@@ -81,13 +83,17 @@ def ack_code(frame: dict[str, Any]) -> str | None:
 def is_auth_failure(frame: dict[str, Any]) -> bool:
     """A refused login, or a forced logout."""
     code = frame.get("msgCode")
+    if type(code) is not str:
+        return False
     if code in FORCED_LOGOUT_CODES:
         return True
     return code == "login" and ack_code(frame) not in (None, "0")
 
 
 def is_push(frame: dict[str, Any]) -> bool:
-    return frame.get("msgCode") not in ACK_CODES
+    """Not an answer to a client frame. A ``msgCode`` that is not a string is kept as a push (data)."""
+    code = frame.get("msgCode")
+    return type(code) is not str or code not in ACK_CODES
 
 
 def _param_map(frame: dict[str, Any]) -> dict[str, Any]:
@@ -116,33 +122,38 @@ class OrderCondition:
 
 @dataclass
 class SubscriptionRecorder:
-    """Counts, de-duplicates and stores the pushes of one subscription; decides when to stop.
+    """Decides when a subscription stops, on top of its push log (which counts and de-duplicates).
 
-    :param max_messages: stop after this many (distinct) pushes.
+    :param log: the push log (see :mod:`..push_log`): what it holds is what counts.
+    :param max_messages: stop once the log holds this many pushes.
     :param until: stop when a push matches this condition.
-    :param sink: a text file that receives every push as one JSON line.
     :param inline_limit: how many pushes are also kept in memory (returned without a file).
     """
 
+    log: PushLog = field(default_factory=lambda: PushLog(None))
     max_messages: int | None = None
     until: OrderCondition | None = None
-    sink: IO[str] | None = None
     inline_limit: int = 0
-    dedup_window: int = 20_000
-    messages: int = 0
-    duplicates: int = 0
     malformed: int = 0
     reconnects: int = 0
-    by_msg_code: Counter[str] = field(default_factory=Counter)
-    by_biz_type: Counter[str] = field(default_factory=Counter)
-    by_order_status: Counter[str] = field(default_factory=Counter)
-    first_timestamp: int | None = None
-    last_timestamp: int | None = None
+    restarts: int = 0
+    connections: int = 0
+    last_error: str | None = None
     inline: list[dict[str, Any]] = field(default_factory=list)
     until_frame: dict[str, Any] | None = None
     stop_reason: str | None = None
-    _seen: OrderedDict[int, None] = field(default_factory=OrderedDict)
     _recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=256))
+
+    def __post_init__(self) -> None:
+        self.log.on_push = self._on_push
+
+    @property
+    def messages(self) -> int:
+        return self.log.tally.messages
+
+    @property
+    def duplicates(self) -> int:
+        return self.log.duplicates
 
     def set_until(self, condition: OrderCondition) -> None:
         """Start waiting for ``condition``; a push that already arrived (and matches) counts."""
@@ -161,53 +172,29 @@ class SubscriptionRecorder:
         if self.stop_reason is None:
             self.stop_reason = reason
 
-    def add_raw(self, text: str | bytes) -> dict[str, Any] | None:
-        """Parse and record one server frame; returns it when it is a push (None otherwise)."""
-        frame = parse_server_frame(text)
-        if frame is None:
-            self.malformed += 1
-            return None
-        if not is_push(frame):
-            return None
-        self.add(frame, text if isinstance(text, str) else text.decode("utf-8", "replace"))
-        return frame
-
     def add(self, frame: dict[str, Any], raw: str | None = None) -> bool:
-        """Record a push; ``False`` when it was a duplicate (already delivered)."""
-        seq, trace = frame.get("seqId"), frame.get("trace")
-        if seq is not None or trace is not None:
-            if type(seq) not in (int, str) or type(trace) not in (str, type(None)):  # a malformed push
-                seq, trace = repr(seq), repr(trace)
-            key = hash((seq, trace))  # an int: a fraction of the memory of the pair itself
-            seen = self._seen
-            if key in seen:
-                self.duplicates += 1
-                return False
-            seen[key] = None
-            if len(seen) > self.dedup_window:
-                seen.popitem(last=False)
-        self.messages += 1
-        code = frame.get("msgCode")
-        self.by_msg_code[code if type(code) is str else str(code)] += 1
-        content = frame.get("content")
-        if type(content) is dict:
-            biz_type = content.get("bizType")
-            if biz_type is not None:
-                self.by_biz_type[str(biz_type)] += 1
-            params = content.get("paramMap")
-            if type(params) is dict:
-                status = params.get("orderStatus")
-                if status is not None:
-                    self.by_order_status[str(status)] += 1
-        stamp = frame.get("timestamp")
-        if type(stamp) is int:
-            if self.first_timestamp is None:
-                self.first_timestamp = stamp
-            self.last_timestamp = stamp
-        if self.sink is not None:
-            self.sink.write(
-                (raw if raw is not None else json.dumps(frame, separators=(",", ":"), ensure_ascii=False)) + "\n"
-            )
+        """Record a push (written and counted at once); ``False`` when the log already holds it."""
+        if not self.stage(frame, raw):
+            return False
+        self.commit()
+        return True
+
+    def stage(self, frame: dict[str, Any], raw: str | None = None) -> bool:
+        """Queue a push for the next :meth:`commit` (it counts once written); ``False`` for a duplicate.
+
+        Commits at once when the staged pushes could reach ``max_messages``, so that stop is exact.
+        """
+        text = raw if raw is not None else json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        staged = self.log.stage(frame, text)
+        if staged and self.max_messages is not None and self.messages + self.log.pending >= self.max_messages:
+            self.commit(force=True)
+        return staged
+
+    def commit(self, *, force: bool = True) -> None:
+        """Write the staged pushes to the log; they count from here on (``force=False``: when the log is due)."""
+        self.log.commit(force=force)
+
+    def _on_push(self, frame: dict[str, Any]) -> None:
         if len(self.inline) < self.inline_limit:
             self.inline.append(frame)
         self._recent.append(frame)
@@ -216,29 +203,31 @@ class SubscriptionRecorder:
             self.finish("until")
         elif self.max_messages is not None and self.messages >= self.max_messages:
             self.finish("max_messages")
-        return True
 
-    def summary(self, *, output_path: str | None = None, include_inline: bool = True) -> dict[str, Any]:
+    def summary(self, *, output_path: str | None = None) -> dict[str, Any]:
+        tally = self.log.tally.as_dict()
         result: dict[str, Any] = {
-            "messages": self.messages,
+            "messages": tally.pop("messages"),
             "duplicates_dropped": self.duplicates,
             "malformed_frames": self.malformed,
             "reconnects": self.reconnects,
+            "restarts": self.restarts,
+            "connections": self.connections,
             "stop_reason": self.stop_reason,
-            "by_msg_code": dict(self.by_msg_code),
-            "by_biz_type": dict(self.by_biz_type),
-            "by_order_status": dict(self.by_order_status),
-            "first_timestamp": self.first_timestamp,
-            "last_timestamp": self.last_timestamp,
+            **tally,
             "output_path": output_path,
         }
+        if self.last_error is not None:
+            result["last_error"] = self.last_error
+        if self.log.unreadable_lines:
+            result["unreadable_lines"] = self.log.unreadable_lines
         if self.until is not None:
             result["until"] = {
                 "order_id": self.until.order_id,
                 "met": self.until_frame is not None,
                 "final_message": self.until_frame,
             }
-        if include_inline and output_path is None:
+        if output_path is None:
             result["messages_inline"] = list(self.inline)
         return result
 

@@ -9,21 +9,20 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_multimarkets.msg_frames import ORDER_STATUS_NAMES, parse_server_frame
+from airflow_provider_multimarkets.push_log import PushTally
 
 
 def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
-    """Counts of a JSON Lines stream of pushes: by msgCode and bizType, trades by symbol and status."""
-    by_code: Counter[str] = Counter()
-    by_biz: Counter[str] = Counter()
+    """Counts of a push log: the subscription's own tally (one counting rule), plus trades by symbol and status."""
+    tally = PushTally()
     trades: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: {"trades": 0, "lots": 0.0})
-    first = last = None
-    total = malformed = bad_values = 0
+    malformed = bad_values = 0
     for line in lines:
         if not line.strip():
             continue
@@ -31,16 +30,9 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
         if frame is None:
             malformed += 1
             continue
-        total += 1
-        by_code[str(frame.get("msgCode"))] += 1
+        tally.add(frame)
         content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
         assert isinstance(content, dict)
-        if "bizType" in content:
-            by_biz[str(content["bizType"])] += 1
-        stamp = frame.get("timestamp")
-        if isinstance(stamp, int):
-            first = stamp if first is None else min(first, stamp)
-            last = stamp if last is None else max(last, stamp)
         params = content.get("paramMap")
         if frame.get("msgCode") == "trade" and isinstance(params, dict):
             status = ORDER_STATUS_NAMES.get(str(params.get("orderStatus")), str(params.get("orderStatus")))
@@ -55,15 +47,17 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
         {"symbol": symbol, "order_status": status, "trades": int(v["trades"]), "lots": round(v["lots"], 6)}
         for (symbol, status), v in sorted(trades.items())
     ]
+    counts = tally.as_dict()
     return {
-        "messages": total,
+        "messages": counts["messages"],
         "malformed_lines": malformed,
         "bad_values": bad_values,
-        "by_msg_code": dict(by_code),
-        "by_biz_type": dict(by_biz),
+        "by_msg_code": counts["by_msg_code"],
+        "by_biz_type": counts["by_biz_type"],
+        "by_order_status": counts["by_order_status"],
         "trades_by_symbol_and_status": rows,
-        "first_timestamp": first,
-        "last_timestamp": last,
+        "first_timestamp": counts["first_timestamp"],
+        "last_timestamp": counts["last_timestamp"],
     }
 
 

@@ -18,7 +18,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsMsgAuthError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.msg_frames import SubscriptionRecorder, build_frame
+from airflow_provider_multimarkets.msg_frames import build_frame
 from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator, _first_event
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
@@ -123,6 +123,12 @@ def test_drop_mid_stream_loses_and_duplicates_nothing(streaming: Any, tmp_path: 
     seqs = [json.loads(line)["seqId"] for line in out.read_text().splitlines()]
     assert seqs == list(range(1, 151))  # the sandbox's sequence: contiguous, no gap, no repeat
     assert summary["messages"] == 150 and summary["output_path"] == str(out)
+    from airflow_provider_multimarkets.reports import summarize_pushes
+
+    with out.open() as handle:
+        report = summarize_pushes(handle)  # the report's counts are the summary's: one rule, one file
+    for key in ("messages", "by_msg_code", "by_biz_type", "by_order_status", "first_timestamp", "last_timestamp"):
+        assert report[key] == summary[key], key
     assert "messages_inline" not in summary
     assert streaming.app.ws_stats["drops"] == 2
 
@@ -230,12 +236,18 @@ def test_operator_fetches_its_own_token_in_sync_mode(streaming: Any) -> None:
     assert summary["messages"] == 3 and streaming.state.requests["getMsgPushToken"] == 1
 
 
-def test_recorder_dedup_window_is_bounded() -> None:
-    rec = SubscriptionRecorder(dedup_window=10)
-    for i in range(100):
-        rec.add({"msgCode": "trade", "seqId": i, "trace": f"t{i}"})
-    assert rec.messages == 100 and len(rec._seen) == 10
-    assert not rec.add({"msgCode": "trade", "seqId": 99, "trace": "t99"}) and rec.duplicates == 1
+def test_restarted_trigger_resumes_from_its_log(streaming: Any, tmp_path: Path) -> None:
+    """A trigger started again with the same arguments (a new triggerer) goes on from the log."""
+    token = MultiMarketsHook().get_msg_token()
+    out = tmp_path / "pushes.jsonl"
+    first = run_trigger(token=token, trade_types="2", max_messages=50, output_path=str(out))
+    assert first["summary"]["messages"] == 50 and first["summary"]["restarts"] == 0
+    second = run_trigger(token=token, trade_types="2", max_messages=120, output_path=str(out))
+    summary = second["summary"]
+    seqs = [json.loads(line)["seqId"] for line in out.read_text().splitlines()]
+    assert seqs == list(range(1, 121))  # the sandbox sent the last ones again: not written twice
+    assert summary["messages"] == 120 and summary["restarts"] == 1 and summary["reconnects"] >= 1
+    assert summary["by_msg_code"] == {"trade": 120} and summary["duplicates_dropped"] >= 1
 
 
 @pytest.mark.usefixtures("airflow_db")

@@ -33,11 +33,17 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
     :param window_seconds: listen for at most this long (always bounded).
     :param max_messages: stop after this many pushes.
     :param until_order_id: stop when this order's trade push reaches a final status (templated).
-    :param output_path: JSON Lines file receiving every push (templated). Required when more than
-        ``max_inline_messages`` pushes may arrive. With ``deferrable=True`` the triggerer writes
-        it: use a path that the triggerer and the workers share.
+    :param output_path: the push log, a JSON Lines file receiving every push (templated). Required
+        when more than ``max_inline_messages`` pushes may arrive. A push counts only once it is
+        written there, and a subscription started again (a new triggerer, a task retry) restores
+        its counts from it and goes on, so make it unique per task instance (template it with
+        ``{{ run_id }}``). With ``deferrable=True`` the triggerer writes it: use a path that the
+        triggerer and the workers share.
     :param max_inline_messages: without ``output_path``, the pushes (at most this many) are put
-        in the summary under ``messages_inline``.
+        in the summary under ``messages_inline``; they are also kept in a local spool file
+        (``$MULTIMARKETS_PUSH_DIR``, default ``$AIRFLOW_HOME/multimarkets-pushes``), so a triggerer
+        restarted on the same host loses none.
+    :param max_frame_bytes: largest frame accepted (a larger one fails the task, naming this).
     :param ping_interval: seconds between pings (the docs say 15).
     :param max_reconnects: reconnects in a row without a push before the task fails.
     :param deferrable: defer to the triggerer, freeing the worker slot while listening. The default
@@ -63,6 +69,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         idle_timeout: float | None = None,
         max_reconnects: int = 5,
         reconnect_backoff: float = 1.0,
+        max_frame_bytes: int = 4 * 1024 * 1024,
         deferrable: bool | None = None,
         multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
         **kwargs: Any,
@@ -85,6 +92,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         self.idle_timeout = idle_timeout
         self.max_reconnects = max_reconnects
         self.reconnect_backoff = reconnect_backoff
+        self.max_frame_bytes = max_frame_bytes
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.multimarkets_conn_id = multimarkets_conn_id
 
@@ -101,8 +109,14 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
                 "only carries the summary."
             )
 
-    def build_trigger(self, token: str) -> MultiMarketsMsgSubscribeTrigger:
+    def build_trigger(self, token: str, context: Context | None = None) -> MultiMarketsMsgSubscribeTrigger:
+        from airflow_provider_multimarkets.push_log import spool_path_for
         from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
+
+        spool_path = None
+        ti = (context or {}).get("ti")
+        if not self.output_path and ti is not None:
+            spool_path = spool_path_for(ti.dag_id, ti.run_id, ti.task_id, getattr(ti, "map_index", None))
 
         return MultiMarketsMsgSubscribeTrigger(
             token=token,
@@ -112,11 +126,13 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
             max_messages=self.max_messages,
             until_order_id=None if self.until_order_id in (None, "") else str(self.until_order_id),
             output_path=self.output_path or None,
+            spool_path=spool_path,
             inline_limit=self.max_inline_messages,
             ping_interval=self.ping_interval,
             idle_timeout=self.idle_timeout,
             max_reconnects=self.max_reconnects,
             reconnect_backoff=self.reconnect_backoff,
+            max_frame_bytes=self.max_frame_bytes,
         )
 
     def execute(self, context: Context) -> Any:
@@ -128,7 +144,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
             self.log.info("No token given: fetching a msg token with getMsgPushToken.")
             with self.hook as hook:
                 token = hook.get_msg_token()
-        trigger = self.build_trigger(token)
+        trigger = self.build_trigger(token, context)
         if self.deferrable:
             self.defer(
                 trigger=trigger,

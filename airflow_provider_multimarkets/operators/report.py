@@ -16,7 +16,8 @@ class MultiMarketsPushReportOperator(BaseOperator):
     Writes ``<output_dir>/<name>.json`` and ``.csv``, logs a short table and returns the figures
     and paths (bounded: one row per symbol and status).
 
-    :param input_path: the subscription's ``output_path`` (templated).
+    :param input_path: the subscription's ``output_path`` (templated): a JSON Lines file, a
+        ``file://`` URL, or an object-store URL whose segments are all read (each push once).
     :param output_dir: where the report goes (templated).
     :param name: file name stem of the report.
     """
@@ -31,16 +32,24 @@ class MultiMarketsPushReportOperator(BaseOperator):
         self.name = name
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_multimarkets.push_log import (
+            PushLogError,
+            is_object_store_url,
+            iter_push_lines,
+            local_path,
+        )
         from airflow_provider_multimarkets.reports import summarize_pushes, text_table, write_report
 
-        path = Path(self.input_path)
-        if not path.is_file():
+        if not is_object_store_url(self.input_path) and not Path(local_path(self.input_path)).is_file():
             raise MultiMarketsConfigError(
-                f"{self.task_id}: no pushes file at {path}. Point input_path at the subscription's output_path "
-                "(with a deferrable subscription, on a path the triggerer and this worker share)."
+                f"{self.task_id}: no pushes file at {self.input_path}. Point input_path at the subscription's "
+                "output_path (with a deferrable subscription, on a path the triggerer and this worker share, or an "
+                "object-store URL)."
             )
-        with path.open(encoding="utf-8") as handle:
-            summary = summarize_pushes(handle)
+        try:
+            summary = summarize_pushes(iter_push_lines(self.input_path))
+        except PushLogError as exc:
+            raise MultiMarketsConfigError(f"{self.task_id}: {exc}") from None
         rows = summary["trades_by_symbol_and_status"]
         paths = write_report(summary, rows, self.output_dir, self.name)
         self.log.info("Pushes: %d (%s)", summary["messages"], summary["by_msg_code"])

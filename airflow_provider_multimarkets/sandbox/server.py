@@ -64,6 +64,7 @@ class SandboxApp:
         app.router.add_get("/_sandbox/calls", self.admin_calls)
         app.router.add_post("/_sandbox/ban", self.admin_ban)
         app.router.add_get("/_sandbox/orders", self.admin_orders)
+        app.router.add_get("/_sandbox/delivered", self.admin_delivered)
         app.router.add_post("/_sandbox/fault", self.admin_fault)
         app.router.add_post("/_sandbox/config", self.admin_config)
         app.on_startup.append(self._start_stream)
@@ -94,6 +95,20 @@ class SandboxApp:
                 for o in self.state.orders
             ]
         return web.json_response({"orders": orders})
+
+    async def admin_delivered(self, request: web.Request) -> web.Response:
+        """Per msg stream: the seqIds written to its connections (the last 20,000) and the total."""
+        with self.state.lock:
+            streams = [
+                {
+                    "token_tail": s.token[-6:],
+                    "connections": s.connections,
+                    "pushed": s.pushed,
+                    "seq_ids": [frame["seqId"] for _, frame in s.delivered],
+                }
+                for s in self.state.streams.values()
+            ]
+        return web.json_response({"streams": streams})
 
     async def admin_fault(self, request: web.Request) -> web.Response:
         """Script the next answers of a bizType: ``{"biz_type": ..., <HttpFault fields>}``."""
@@ -270,6 +285,7 @@ class _Connection:
         if self.stream is not None and self.stream.wake == self._wake:
             self.stream.wake = None
             self.stream.attached = False
+            self.stream.detached_at = time.monotonic()
 
     def _wake(self) -> None:
         # publish() may run on another thread (tests placing orders through the state)

@@ -103,6 +103,9 @@ class MsgStream:
     attached: bool = False
     wake: Callable[[], None] | None = None
     pushed: int = 0
+    detached_at: float | None = None
+    """When the last connection of this stream ended (monotonic): what it was sent just before may
+    never have been read."""
 
 
 class BizError(Exception):
@@ -590,7 +593,8 @@ class SandboxState:
     def resume(self, stream: MsgStream) -> None:
         """Queue again, in order and ahead of new pushes, what a resumed stream may have missed."""
         cfg = self.config
-        cutoff = time.monotonic() - cfg.redeliver_seconds
+        ended = stream.detached_at if stream.detached_at is not None else time.monotonic()
+        cutoff = ended - cfg.redeliver_seconds
         delivered = list(stream.delivered)
         recent = [f for t, f in delivered if t >= cutoff]
         if len(recent) < cfg.redeliver_on_resume:

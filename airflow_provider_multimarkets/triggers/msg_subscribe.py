@@ -5,25 +5,35 @@ The trigger logs in with the msg token, subscribes to the trade types, pings eve
 the ``deadline`` (end of the time window), or ``until_order_id`` reaching a final status. Then it
 cancels the subscription and logs out.
 
-A dropped connection (or one silent for ``idle_timeout`` seconds, pongs included) is reopened
-with exponential backoff: login and subscribe again with the same token. Pushes sent again by the
-server after a reconnect are dropped as duplicates (see :mod:`..msg_frames`). A refused token is
-a :class:`MultiMarketsMsgAuthError` telling to fetch a new token.
+Every push is appended to the push log (:mod:`..push_log`) and counts only once it is written
+and flushed, so a triggerer killed at any moment loses nothing already received; the trigger that
+takes over (same arguments) restores the log's counts and identities and goes on. The summary is
+the log's tally. Pushes sent again by the server after a reconnect are dropped as duplicates by
+content identity, never by ``seqId``/``trace``.
+
+Every way a connection can end is either retried, with exponential backoff and counted in
+``reconnects`` (drops, normal closes 1000/1001, failed or hung handshakes, a silent server), or
+ends the subscription with a :class:`MultiMarketsMsgError` that names the cause: a refused token
+(:class:`MultiMarketsMsgAuthError`), a frame over ``max_frame_bytes``, a push log that cannot be
+written (disk full, not writable), or no connection established at all within the window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_multimarkets.exceptions import MultiMarketsError, MultiMarketsMsgAuthError, MultiMarketsMsgError
 from airflow_provider_multimarkets.msg_frames import (
+    ACK_CODES,
+    FORCED_LOGOUT_CODES,
     OrderCondition,
     SubscriptionRecorder,
     ack_code,
@@ -32,13 +42,32 @@ from airflow_provider_multimarkets.msg_frames import (
     is_push,
     parse_server_frame,
 )
+from airflow_provider_multimarkets.push_log import (
+    PushLog,
+    PushLogError,
+    decode_frame,
+    is_object_store_url,
+    local_path,
+    open_push_log,
+)
 
 AUTH_CLOSE_CODES = frozenset({4001, 4003})
+TOO_BIG_CLOSE_CODE = 1009
 MAX_BACKOFF = 30.0
+DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: pushes staged before they are written at the latest (bounded memory, bounded batch)
+MAX_STAGED = 1024
 
 
 class _Idle(Exception):
     """No frame at all (pong included) for ``idle_timeout`` seconds: the server is hung."""
+
+
+class _Closed(Exception):
+    """The server closed the connection normally (1000/1001) before a stop condition held."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"the server closed the connection ({code}{': ' + reason if reason else ''})")
 
 
 class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
@@ -52,12 +81,17 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
     :param deadline: Unix time (seconds) at which the time window ends.
     :param max_messages: stop after this many distinct pushes.
     :param until_order_id: stop when this order's trade push reaches a final ``orderStatus``.
-    :param output_path: append every push to this JSON Lines file.
+    :param output_path: the push log: a JSON Lines file every push is appended to (and restored
+        from when the trigger starts again).
+    :param spool_path: without ``output_path``, the local file that holds the pushes anyway (so a
+        restarted triggerer loses nothing); they are returned inline in the event.
     :param inline_limit: pushes also returned in the event when there is no ``output_path``.
     :param ping_interval: seconds between application pings (the docs say 15).
     :param idle_timeout: reconnect when nothing arrives for this long (default 2 pings + 5 s).
     :param max_reconnects: give up after this many reconnects in a row that get no push.
     :param reconnect_backoff: first reconnect delay in seconds (doubles, with jitter, up to 30 s).
+    :param open_timeout: seconds allowed for a handshake (never past the deadline).
+    :param max_frame_bytes: largest frame accepted; a larger one ends the subscription (close 1009).
     """
 
     def __init__(
@@ -70,12 +104,14 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         max_messages: int | None = None,
         until_order_id: str | None = None,
         output_path: str | None = None,
+        spool_path: str | None = None,
         inline_limit: int = 1000,
         ping_interval: float = 15.0,
         idle_timeout: float | None = None,
         max_reconnects: int = 5,
         reconnect_backoff: float = 1.0,
         open_timeout: float = 10.0,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> None:
         super().__init__()
         self.token = token
@@ -85,14 +121,16 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         self.max_messages = max_messages
         self.until_order_id = None if until_order_id in (None, "") else str(until_order_id)
         self.output_path = output_path
+        self.spool_path = spool_path
         self.inline_limit = inline_limit
         self.ping_interval = ping_interval
         self.idle_timeout = idle_timeout
         self.max_reconnects = max_reconnects
         self.reconnect_backoff = reconnect_backoff
         self.open_timeout = open_timeout
+        self.max_frame_bytes = int(max_frame_bytes)
         self._ws: Any = None
-        self._sink: IO[str] | None = None
+        self._push_log: PushLog | None = None
         #: Sync mode only (never serialized): run once, after the subscription is acknowledged; may
         #: return an order id to wait for. It runs as its own task, so a connection that drops while
         #: it is in flight neither cancels it nor loses its result. No acknowledgement within
@@ -123,12 +161,14 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                 "max_messages": self.max_messages,
                 "until_order_id": self.until_order_id,
                 "output_path": self.output_path,
+                "spool_path": self.spool_path,
                 "inline_limit": self.inline_limit,
                 "ping_interval": self.ping_interval,
                 "idle_timeout": self.idle_timeout,
                 "max_reconnects": self.max_reconnects,
                 "reconnect_backoff": self.reconnect_backoff,
                 "open_timeout": self.open_timeout,
+                "max_frame_bytes": self.max_frame_bytes,
             },
         )
 
@@ -158,11 +198,14 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
     # ---- run ---------------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        log_path = self.output_path or self.spool_path
         recorder = SubscriptionRecorder(
+            log=open_push_log(log_path),
             max_messages=self.max_messages,
             until=OrderCondition(self.until_order_id) if self.until_order_id else None,
             inline_limit=0 if self.output_path else self.inline_limit,
         )
+        state = _RunState(None if not log_path or is_object_store_url(log_path) else local_path(log_path))
         try:
             await self._mask_token()
             if not self.token:
@@ -170,12 +213,21 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                     "No msg token was given. Fetch one with GetMsgTokenOperator (getMsgPushToken) and pass its output."
                 )
             settings = await self._settings()
-            if self.output_path:
-                path = Path(self.output_path)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._sink = recorder.sink = path.open("a", encoding="utf-8", buffering=1024 * 1024)
+            self._push_log = recorder.log
             try:
-                await self._listen(settings, recorder)
+                recorder.log.open()
+            except PushLogError as exc:
+                raise MultiMarketsMsgError(str(exc)) from None
+            state.start(recorder)
+            if recorder.restarts:
+                self.log.warning(
+                    "Message subscription resumed (run %d): the push log %s already holds %d pushes; going on.",
+                    recorder.restarts + 1,
+                    log_path,
+                    recorder.messages,
+                )
+            try:
+                await self._listen(settings, recorder, state)
             finally:
                 await self._settle_callback()
             event = {"status": "success", "summary": recorder.summary(output_path=self.output_path)}
@@ -187,7 +239,8 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                 "summary": recorder.summary(output_path=self.output_path),
             }
         finally:
-            self._close_sink()
+            state.save(recorder)
+            self._close_log()
         yield TriggerEvent(event)
 
     async def _settle_callback(self) -> None:
@@ -196,29 +249,31 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         if callback is not None and not callback.done():
             await asyncio.wait({callback}, timeout=120)
 
-    def _close_sink(self) -> None:
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+    def _close_log(self) -> None:
+        log, self._push_log = self._push_log, None
+        if log is not None:
+            log.close()
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.time()
 
-    async def _listen(self, settings: Any, recorder: SubscriptionRecorder) -> None:
-        from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+    async def _listen(self, settings: Any, recorder: SubscriptionRecorder, state: _RunState) -> None:
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
         url = settings.ws_url()
         failures = 0
         while not recorder.done:
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
-                recorder.finish("window")
+                self._window_over(recorder, url)
                 break
             before = recorder.messages
             try:
-                await self._session(url, settings, recorder)
+                await self._session(url, settings, recorder, state)
             except MultiMarketsError:
                 raise
+            except PushLogError as exc:
+                raise MultiMarketsMsgError(str(exc)) from None
             except InvalidURI as exc:
                 raise MultiMarketsMsgError(
                     f"The message WebSocket URL {url!r} is invalid ({exc}). Fix the connection extra 'msg_ws_url'."
@@ -235,18 +290,30 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                         f"No message WebSocket at {url} (HTTP 404). Check the connection extras 'msg_ws_url' and 'app_id'."
                     ) from None
                 reason = f"handshake answered HTTP {status}"
+            except InvalidHandshake as exc:  # a server restarting, a proxy answering garbage
+                reason = f"handshake failed ({type(exc).__name__}: {str(exc)[:200]})"
             except ConnectionClosed as exc:
                 if exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES:
                     raise MultiMarketsMsgAuthError(_auth_message(exc.rcvd.reason)) from None
-                reason = f"connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+                if any(f is not None and f.code == TOO_BIG_CLOSE_CODE for f in (exc.sent, exc.rcvd)):
+                    raise MultiMarketsMsgError(
+                        f"The message WebSocket sent a frame larger than max_frame_bytes={self.max_frame_bytes}, so "
+                        "the connection was closed (1009): it would come again after a reconnect. Raise the "
+                        "operator's max_frame_bytes."
+                    ) from None
+                code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
+                reason = f"connection closed ({code})"
+            except _Closed as exc:
+                reason = str(exc)
             except _Idle:
                 reason = f"no frame for {self._idle_timeout():g} s (server not answering pings)"
             except (OSError, asyncio.TimeoutError) as exc:
-                reason = f"{type(exc).__name__}: {exc}"
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (handshake timed out)"
             else:
                 continue  # the session ended because a stop condition holds
             if recorder.done:
                 break
+            recorder.last_error = reason
             failures = 0 if recorder.messages > before else failures + 1
             if failures > self.max_reconnects:
                 raise MultiMarketsMsgError(
@@ -254,20 +321,32 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                     f"(last: {reason}). Check the connection extra 'msg_ws_url' and that the platform is up."
                 )
             delay = min(MAX_BACKOFF, self.reconnect_backoff * 2 ** max(failures - 1, 0)) * (0.5 + random.random() / 2)
+            recorder.reconnects += 1
+            state.save(recorder)
             remaining = self._remaining()
             if remaining is not None and remaining <= delay:
-                recorder.finish("window")
+                await asyncio.sleep(max(remaining, 0))
+                self._window_over(recorder, url)
                 break
-            recorder.reconnects += 1
             self.log.warning(
                 "Message WebSocket: %s; reconnecting in %.2f s (reconnect %d).", reason, delay, recorder.reconnects
             )
             await asyncio.sleep(delay)
 
+    def _window_over(self, recorder: SubscriptionRecorder, url: str) -> None:
+        """The window ended: fine, unless no connection was ever established in it."""
+        if recorder.connections == 0:
+            raise MultiMarketsMsgError(
+                f"No connection to the message WebSocket {url} was established within the window "
+                f"(last: {recorder.last_error or 'none'}), so nothing could be received. Check the connection "
+                "extra 'msg_ws_url' and that the platform is up."
+            )
+        recorder.finish("window")
+
     def _idle_timeout(self) -> float:
         return self.idle_timeout if self.idle_timeout is not None else 2 * self.ping_interval + 5
 
-    async def _session(self, url: str, settings: Any, recorder: SubscriptionRecorder) -> None:
+    async def _session(self, url: str, settings: Any, recorder: SubscriptionRecorder, state: _RunState) -> None:
         from websockets.asyncio.client import connect
 
         lang = settings.lang or "en-US"
@@ -278,15 +357,19 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             seq += 1
             return build_frame(msg_type, self.token, seq, lang=lang, device=settings.device, data=data)
 
+        remaining = self._remaining()
+        open_timeout = self.open_timeout if remaining is None else max(0.05, min(self.open_timeout, remaining))
         async with connect(
             url,
-            open_timeout=self.open_timeout,
+            open_timeout=open_timeout,
             ping_interval=None,  # application-level pings, as documented
             close_timeout=2,
-            max_size=2**22,
+            max_size=self.max_frame_bytes,
             user_agent_header=None,
         ) as ws:
             self._ws = ws
+            recorder.connections += 1
+            state.save(recorder)
             await ws.send(next_frame("login"))
             await ws.send(next_frame("subscribe_asset", {"tradeTypes": self.trade_types}))
             self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.trade_types)
@@ -309,12 +392,23 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             self._ws = None
 
     async def _read(self, ws: Any, recorder: SubscriptionRecorder) -> None:
-        handle, clock = self._handle, time.monotonic
-        async for raw in ws:
-            self._last_frame = clock()
-            handle(raw, recorder)
-            if recorder.done:
-                return
+        handle, clock, log = self._handle, time.monotonic, recorder.log
+        # Pushes that arrived together are written together: staged while more frames are already
+        # buffered, then written in one append before this task waits for the network again. A push
+        # counts only once written, so a kill loses nothing counted (what was staged is sent again
+        # by the server, like what was still in the socket).
+        buffered = _buffered_frames(ws)
+        try:
+            async for raw in ws:
+                self._last_frame = clock()
+                handle(raw, recorder)
+                if log.pending and (log.pending >= MAX_STAGED or not buffered()):
+                    recorder.commit(force=False)
+                if recorder.done:
+                    return
+        finally:
+            recorder.commit()
+        raise _Closed(ws.close_code, ws.close_reason or "")  # a normal close (1000/1001): reconnect, counted
 
     async def _tick(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> None:
         clock = time.monotonic
@@ -352,16 +446,26 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                 next_ping = now + self.ping_interval
             if now - self._last_frame >= idle:
                 raise _Idle
+            if recorder.log.pending:
+                recorder.commit(force=False)  # a segment that is due (object stores)
             wait = min(next_ping - now, idle - (now - self._last_frame))
             if waiting_callback or (self._callback is not None and not self._callback_seen):
                 wait = min(wait, 0.05)
+            if recorder.log.pending:
+                wait = min(wait, 0.5)
             if remaining is not None:
                 wait = min(wait, remaining)
             await asyncio.sleep(max(wait, 0.001))
 
     def _handle(self, raw: str | bytes, recorder: SubscriptionRecorder) -> None:
-        frame = parse_server_frame(raw)
-        if frame is None:
+        text = raw if type(raw) is str and not raw.startswith("\ufeff") else decode_frame(raw)
+        frame = None if text is None else parse_server_frame(text)
+        if frame is not None and text is not None:
+            code = frame.get("msgCode")
+            if type(code) is str and code not in ACK_CODES and code not in FORCED_LOGOUT_CODES:
+                recorder.stage(frame, text)  # the hot path: a push
+                return
+        if frame is None or text is None:
             recorder.malformed += 1
             if recorder.malformed in (1, 10, 100, 1000):
                 self.log.warning("Message WebSocket: skipped %d malformed frame(s).", recorder.malformed)
@@ -370,7 +474,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
             raise MultiMarketsMsgAuthError(_auth_message(str((content or {}).get("msg", ""))))
         if is_push(frame):
-            recorder.add(frame, raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+            recorder.stage(frame, text)
         elif frame.get("msgCode") == "subscribe_asset" and ack_code(frame) == "0":
             self._subscribe_acked = True
         elif frame.get("msgCode") == "subscribe_asset":
@@ -395,7 +499,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
         ws, self._ws = self._ws, None
         if ws is not None:
             await ws.close()
-        self._close_sink()
+        self._close_log()
 
 
 def _auth_message(reason: str) -> str:
@@ -404,3 +508,58 @@ def _auth_message(reason: str) -> str:
         f"The message WebSocket refused the msg token{detail}. Tokens expire and are single-purpose: fetch a new "
         "one with GetMsgTokenOperator (getMsgPushToken) right before subscribing."
     )
+
+
+def _buffered_frames(ws: Any) -> Callable[[], int]:
+    """How many frames the connection holds already received (0 when unknown: then write each push)."""
+    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
+    if frames is None or not hasattr(frames, "__len__"):
+        return lambda: 0
+    return frames.__len__
+
+
+class _RunState:
+    """Counters that outlive one trigger run, beside the push log (``<log>.state.json``).
+
+    The log itself holds the pushes; this small file holds how many runs, connections and
+    reconnects the subscription had, so a trigger started again by a new triggerer reports them.
+    """
+
+    def __init__(self, log_path: str | None) -> None:
+        self.path = None if log_path is None else f"{log_path}.state.json"
+
+    def start(self, recorder: SubscriptionRecorder) -> None:
+        previous: dict[str, Any] = {}
+        if self.path is not None:
+            try:
+                with open(self.path, encoding="utf-8") as handle:
+                    loaded = json.load(handle)
+                previous = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                previous = {}
+        runs = _int(previous.get("runs")) or _int(getattr(recorder.log, "previous_runs", 0))
+        recorder.restarts = runs if runs else (1 if recorder.log.restored else 0)
+        recorder.connections = _int(previous.get("connections"))
+        # a run that starts over an earlier one reconnects: that counts
+        recorder.reconnects = _int(previous.get("reconnects")) + (1 if recorder.restarts else 0)
+        self.save(recorder)
+
+    def save(self, recorder: SubscriptionRecorder) -> None:
+        if self.path is None:
+            return
+        data = {
+            "runs": recorder.restarts + 1,
+            "connections": recorder.connections,
+            "reconnects": recorder.reconnects,
+        }
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as handle:
+                json.dump(data, handle)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # the counters are informative; the push log is what counts
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0

@@ -1,0 +1,486 @@
+"""The push log: the JSON Lines file that is the source of truth of a subscription (pure logic).
+
+A push counts only once its line is written to the file and flushed to the operating system, so
+killing the process that receives it (a triggerer, a worker) loses nothing already counted. The
+summary a subscription returns is the tally of the lines the file holds.
+
+**Identity.** A push is identified by its text as received with its ``seqId`` member taken out
+(kept as a 96-bit hash, see :func:`push_identity`). ``seqId`` is left out on purpose: servers number frames per
+connection, so a push delivered again after a reconnect may carry a new one, and different pushes
+on different connections share numbers. Everything else counts (``msgCode``, ``timestamp`` to the
+millisecond, ``trace``, the whole ``content``), so two pushes are merged only when they are the
+same frame sent again; pushes that differ in anything else are kept, and a distinct push is never
+lost. A push re-sent with a new ``trace`` or formatted differently would be kept twice
+(at-least-once), never dropped. ``seqId`` is cut from the text when it appears there exactly once
+as ``"seqId":<value>`` (the top-level member: inside a JSON string those quotes are escaped);
+otherwise the identity is computed from the parsed members, in the same spirit.
+
+**Restarts and concurrent writers.** :meth:`PushLog.open` reads the existing file and restores the
+tally and the identities of its last ``dedup_window`` lines, so a trigger that starts again (new
+triggerer, task retry) neither counts nor writes again what is there. Every append holds an
+exclusive ``flock`` on the file and first takes in the lines another process appended since (an
+orphaned trigger run still draining its socket), so two writers never write one push twice. A
+line left incomplete by a process killed in the middle of its write is cut off (it was never
+counted).
+
+Memory is flat: the identities of the last ``dedup_window`` pushes (about 100 bytes each), the
+tally's counters and the first ``keep_first`` pushes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from zlib import crc32
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: single writer assumed
+    fcntl = None  # type: ignore[assignment]
+
+READ_CHUNK = 1 << 20
+#: a push line longer than this in an existing log is reported, not loaded into memory unbounded
+MAX_LINE_BYTES = 64 << 20
+
+
+class PushLogError(Exception):
+    """The push log cannot be opened, read or written. ``cause`` names which, for the message."""
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def push_identity(frame: dict[str, Any], data: bytes | None = None) -> int:
+    """The de-duplication key of a push (see the module docs): a 96-bit integer.
+
+    A 64-bit SipHash (Python's ``hash``) and a CRC-32 of the text without its ``seqId`` member:
+    keys are compared only inside one process (a restarted writer recomputes them from the file),
+    and with the window bounded to ``dedup_window`` keys, two distinct pushes share one with a
+    probability under 1e-19.
+
+    :param data: the frame's text as received, UTF-8 (the fast path); without it, or when its
+        ``seqId`` cannot be cut out exactly, the parsed members are used.
+    """
+    if data is not None:
+        seq = frame.get("seqId", _MISSING)
+        if seq is _MISSING:
+            return ((hash(data) & _MASK64) << 32) | crc32(data)
+        if type(seq) is int or type(seq) is str:
+            at = data.find(_SEQ_KEY)
+            if at >= 0 and data.find(_SEQ_KEY, at + 7) < 0:
+                value = str(seq) if type(seq) is int else json.dumps(seq, ensure_ascii=False)
+                member = b'"seqId":' + value.encode("utf-8", "surrogatepass")
+                if data.startswith(member, at):
+                    rest = data[:at] + data[at + len(member) :]
+                    return ((hash(rest) & _MASK64) << 32) | crc32(rest)
+    parsed = json.dumps(
+        {k: v for k, v in frame.items() if k != "seqId"},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        sort_keys=True,
+        default=repr,
+    ).encode("utf-8", "surrogatepass")
+    # the parsed form lives in its own key space (bit 96), apart from the text form
+    return (1 << 96) | ((hash(parsed) & _MASK64) << 32) | crc32(parsed)
+
+
+_MASK64 = (1 << 64) - 1
+_SEQ_KEY = b'"seqId"'
+_MISSING = object()
+
+
+def decode_frame(raw: str | bytes) -> str | None:
+    """The text of a frame: binary frames are decoded (UTF-8, with or without BOM; UTF-16/32 with BOM)."""
+    if isinstance(raw, str):
+        return raw[1:] if raw.startswith("\ufeff") else raw
+    if raw.startswith(b"\xef\xbb\xbf"):
+        encoding = "utf-8-sig"
+    elif raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        encoding = "utf-32"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    else:
+        encoding = "utf-8"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def as_line(frame: dict[str, Any], text: str) -> bytes:
+    """The log line of a push, without its newline: its text as received, unless that spans lines."""
+    if "\n" in text or "\r" in text:  # whitespace between tokens (JSON strings cannot hold them raw)
+        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _key(value: Any) -> str:
+    return value if type(value) is str else json.dumps(value, separators=(",", ":"), default=repr)
+
+
+@dataclass
+class PushTally:
+    """The counts of a set of pushes: the one counting rule of summaries and reports."""
+
+    messages: int = 0
+    by_msg_code: Counter[str] = field(default_factory=Counter)
+    by_biz_type: Counter[str] = field(default_factory=Counter)
+    by_order_status: Counter[str] = field(default_factory=Counter)
+    first_timestamp: int | None = None
+    last_timestamp: int | None = None
+
+    def add(self, frame: dict[str, Any]) -> None:
+        self.messages += 1
+        code = frame.get("msgCode")
+        key = code if type(code) is str else _key(code)
+        counts = self.by_msg_code
+        counts[key] = counts.get(key, 0) + 1
+        content = frame.get("content")
+        if type(content) is dict:
+            biz_type = content.get("bizType")
+            if biz_type is not None:
+                key = biz_type if type(biz_type) is str else _key(biz_type)
+                counts = self.by_biz_type
+                counts[key] = counts.get(key, 0) + 1
+            params = content.get("paramMap")
+            if type(params) is dict:
+                status = params.get("orderStatus")
+                if status is not None:
+                    key = status if type(status) is str else _key(status)
+                    counts = self.by_order_status
+                    counts[key] = counts.get(key, 0) + 1
+        stamp = frame.get("timestamp")
+        if type(stamp) is int:
+            first = self.first_timestamp
+            if first is None or stamp < first:
+                self.first_timestamp = stamp
+            last = self.last_timestamp
+            if last is None or stamp > last:
+                self.last_timestamp = stamp
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages": self.messages,
+            "by_msg_code": dict(self.by_msg_code),
+            "by_biz_type": dict(self.by_biz_type),
+            "by_order_status": dict(self.by_order_status),
+            "first_timestamp": self.first_timestamp,
+            "last_timestamp": self.last_timestamp,
+        }
+
+
+class PushLog:
+    """An append-only JSON Lines file of distinct pushes, shared safely by several processes.
+
+    :param path: the file (its directory is created); ``None``: kept in memory only (no restart
+        safety), for a subscription run in one process that returns its pushes inline.
+    :param dedup_window: identities remembered (the last pushes of the log).
+    :param on_push: called with every push the log counts: those restored from the file, those
+        another writer appended, and those appended here (in file order).
+    """
+
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        dedup_window: int = 50_000,
+        on_push: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.dedup_window = dedup_window
+        self.on_push = on_push
+        self.tally = PushTally()
+        self.duplicates = 0
+        self.unreadable_lines = 0
+        self.restored = 0
+        self._seen: set[int] = set()
+        self._order: deque[int] = deque()
+        self._fd: int | None = None
+        self._offset = 0
+        self._partial = b""
+        self._pending: list[tuple[int, dict[str, Any], bytes]] = []
+        self._pending_ids: set[int] = set()
+
+    # ---- opening and catching up --------------------------------------------------------------
+
+    def open(self) -> PushLog:
+        if self.path is None:
+            return self
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except (FileExistsError, NotADirectoryError) as exc:
+            raise PushLogError(
+                f"Cannot create the push log {self.path}: a part of its directory path is a file "
+                f"({exc.filename or directory}). Choose an output_path under a directory.",
+                cause="not a directory",
+            ) from None
+        except IsADirectoryError:
+            raise PushLogError(
+                f"The push log {self.path} is a directory. Give output_path a file name (…/pushes.jsonl).",
+                cause="is a directory",
+            ) from None
+        except OSError as exc:
+            raise _write_error(str(self.path), exc, "open") from None
+        with self._locked():
+            self._catch_up(cut_partial=True)
+        self.restored = self.tally.messages
+        return self
+
+    def _catch_up(self, *, cut_partial: bool = False) -> None:
+        """Take in the lines appended since the last look (restart, or another writer)."""
+        fd = self._fd
+        assert fd is not None
+        size = os.fstat(fd).st_size
+        while self._offset < size:
+            chunk = os.pread(fd, min(READ_CHUNK, size - self._offset), self._offset)
+            if not chunk:
+                break
+            self._offset += len(chunk)
+            data = self._partial + chunk
+            lines = data.split(b"\n")
+            self._partial = lines.pop()
+            if len(self._partial) > MAX_LINE_BYTES:
+                raise PushLogError(
+                    f"The push log {self.path} holds a line over {MAX_LINE_BYTES} bytes: it is not a push log. "
+                    "Point output_path at a new file.",
+                    cause="not a push log",
+                )
+            for line in lines:
+                self._take_line(line)
+        if self._partial and cut_partial:
+            # written by a process killed in the middle of its write (we hold the lock): never counted
+            os.ftruncate(fd, self._offset - len(self._partial))
+            self._offset -= len(self._partial)
+            self._partial = b""
+
+    def _take_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            frame = json.loads(line)
+        except ValueError:
+            frame = None
+        if not isinstance(frame, dict):
+            self.unreadable_lines += 1
+            return
+        identity = push_identity(frame, line)
+        if identity in self._seen:  # two writers at once on a store without locks (segments)
+            self.duplicates += 1
+            return
+        self._count(identity, frame)
+
+    def _count(self, identity: int, frame: dict[str, Any]) -> None:
+        self._remember(identity)
+        self.tally.add(frame)
+        if self.on_push is not None:
+            self.on_push(frame)
+
+    def _remember(self, identity: int) -> None:
+        self._seen.add(identity)
+        self._order.append(identity)
+        if len(self._order) > self.dedup_window:
+            self._seen.discard(self._order.popleft())
+
+    # ---- appending ----------------------------------------------------------------------------
+
+    def stage(self, frame: dict[str, Any], text: str) -> bool:
+        """Queue one push for the next :meth:`commit` unless the log holds it; ``False`` for a duplicate.
+
+        A staged push is not counted yet: it counts once :meth:`commit` has written it.
+        """
+        line = as_line(frame, text)
+        identity = push_identity(frame, line)
+        if identity in self._seen or identity in self._pending_ids:
+            self.duplicates += 1
+            return False
+        self._pending.append((identity, frame, line))
+        self._pending_ids.add(identity)
+        return True
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def commit(self, *, force: bool = True) -> int:
+        """Write every staged push in one locked append, then count them; returns how many were written.
+
+        ``force=False`` lets a store that writes in larger units (segments) wait for more pushes;
+        a local file always writes.
+        """
+        if not self._pending:
+            return 0
+        pending, self._pending = self._pending, []
+        self._pending_ids = set()
+        fd = self._fd
+        if fd is None:
+            assert self.path is None, "PushLog.open() first"
+            self._count_many(pending)
+            return len(pending)
+        with self._locked():
+            if os.fstat(fd).st_size != self._offset:
+                self._catch_up()  # another writer appended: take its pushes in first
+                fresh = [item for item in pending if item[0] not in self._seen]
+                self.duplicates += len(pending) - len(fresh)
+                pending = fresh
+            data = b"\n".join([line for _, _, line in pending]) + b"\n" if pending else b""
+            try:
+                written = os.write(fd, data)
+            except OSError as exc:
+                raise _write_error(str(self.path), exc, "write") from None
+            if written != len(data):  # a full disk in the middle: take the partial lines back
+                os.ftruncate(fd, self._offset)
+                raise _write_error(str(self.path), OSError(errno.ENOSPC, "short write"), "write")
+            self._offset += written
+        self._count_many(pending)
+        return len(pending)
+
+    def _count_many(self, items: list[tuple[int, dict[str, Any], bytes]]) -> None:
+        """:meth:`_count` for a batch (the hot path: one call per batch, not three per push)."""
+        seen, order, tally_add, on_push = self._seen, self._order, self.tally.add, self.on_push
+        for identity, frame, _ in items:
+            seen.add(identity)
+            order.append(identity)
+            tally_add(frame)
+            if on_push is not None:
+                on_push(frame)
+        excess = len(order) - self.dedup_window
+        for _ in range(max(excess, 0)):
+            seen.discard(order.popleft())
+
+    def append(self, frame: dict[str, Any], text: str) -> bool:
+        """Write one push unless the log already holds it; ``True`` when it was written (and counted)."""
+        if not self.stage(frame, text):
+            return False
+        return self.commit() == 1
+
+    def extend(self, items: Iterable[tuple[dict[str, Any], str]]) -> int:
+        return sum(self.append(frame, text) for frame, text in items)
+
+    def _locked(self) -> _Flock:
+        assert self._fd is not None
+        return _Flock(self._fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def __enter__(self) -> PushLog:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _Flock:
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        if fcntl is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if fcntl is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+def _write_error(path: str, exc: OSError, action: str) -> PushLogError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return PushLogError(
+            f"The push log {path} could not be written: the disk is full ({exc.strerror}). Pushes from here on "
+            "are not counted. Free space or point output_path at another volume; the log keeps what was written.",
+            cause="disk full",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PushLogError(
+            f"The push log {path} is not writable ({exc.strerror}). Give the triggerer's and the workers' user "
+            "write access, or choose another output_path.",
+            cause="not writable",
+        )
+    return PushLogError(
+        f"Could not {action} the push log {path}: {exc.strerror or exc}. Check the output_path volume.",
+        cause="i/o error",
+    )
+
+
+def default_push_dir() -> str:
+    """``$MULTIMARKETS_PUSH_DIR``, else ``$AIRFLOW_HOME/multimarkets-pushes`` (``~/airflow`` by default)."""
+    explicit = os.environ.get("MULTIMARKETS_PUSH_DIR")
+    if explicit:
+        return explicit
+    home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
+    return os.path.join(home, "multimarkets-pushes")
+
+
+def spool_path_for(dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
+    """The local push log of one task instance that gave no ``output_path``."""
+
+    def safe(part: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]", "_", part)[:200] or "_"
+
+    name = safe(task_id) + (f".{map_index}" if map_index is not None and map_index >= 0 else "") + ".jsonl"
+    return os.path.join(default_push_dir(), safe(dag_id), safe(run_id), name)
+
+
+def is_object_store_url(path: str | None) -> bool:
+    """An ``ObjectStoragePath`` URL other than ``file://`` (those are written as segments)."""
+    if not path or "://" not in path:
+        return False
+    return path.split("://", 1)[0].lower() not in ("file", "local")
+
+
+def local_path(path: str) -> str:
+    """A ``file://`` URL as a local path; other paths unchanged."""
+    if path.lower().startswith("file://"):
+        return path[len("file://") :]
+    return path
+
+
+def open_push_log(path: str | None, **kwargs: Any) -> PushLog:
+    """The push log for ``path``: a local file, or segments under an object-store URL."""
+    if is_object_store_url(path):
+        from airflow_provider_multimarkets.push_segments import SegmentedPushLog
+
+        assert path is not None
+        return SegmentedPushLog(path, **kwargs)
+    return PushLog(None if path is None else local_path(path), **kwargs)
+
+
+def iter_push_lines(path: str) -> Iterable[str]:
+    """The lines of a push log, for readers: a local file, or every segment under a URL (each push once)."""
+    if is_object_store_url(path):
+        from airflow_provider_multimarkets.push_segments import iter_segment_lines
+
+        yield from iter_segment_lines(path)
+        return
+    with open(local_path(path), encoding="utf-8") as handle:
+        for line in handle:
+            if line.endswith("\n"):  # a last line without its newline is a write cut short: not counted
+                yield line
+
+
+def read_push_log(path: str) -> PushLog:
+    """A log's tally and counts, read (not written) from the file: for reports."""
+    log = PushLog(path, dedup_window=0)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise PushLogError(f"Cannot read the push log {path}: {exc.strerror}.", cause="unreadable") from None
+    log._fd = fd
+    try:
+        log._catch_up()
+    finally:
+        log.close()
+    return log
