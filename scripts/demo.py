@@ -87,7 +87,6 @@ def main() -> int:
                 "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "example_dags"),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-                "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": "True",
                 "AIRFLOW_CONN_MULTIMARKETS_DEFAULT": conn_file.read_text(),
                 "MULTIMARKETS_REPORT_DIR": str(OUT / "reports"),
                 "MULTIMARKETS_EXAMPLE_WINDOW_SECONDS": "15",

@@ -187,18 +187,26 @@ def test_handshake_failures_are_retried_and_counted(use_ws: Any) -> None:
 
 
 def test_garbage_instead_of_http_is_retried(use_ws: Any, sandbox: Any) -> None:
-    """A raw TCP server that answers the handshake with garbage (InvalidMessage), then nothing listens."""
+    """A raw TCP server that answers the handshake with garbage (InvalidMessage), then with a 101
+    whose Sec-WebSocket-Accept is wrong (InvalidHeaderValue), then nothing answers."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen()
     port = sock.getsockname()[1]
     served = []
 
+    answers = [
+        b"\x00\x01garbage\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: bogus\r\n\r\n",
+    ]
+
     def garbage() -> None:
-        for _ in range(2):
+        for answer in answers:
             conn, _ = sock.accept()
             conn.recv(4096)
-            conn.sendall(b"\x00\x01garbage\r\n\r\n")
+            conn.sendall(answer)
+            time.sleep(0.1)
             conn.close()
             served.append(1)
 
@@ -209,6 +217,7 @@ def test_garbage_instead_of_http_is_retried(use_ws: Any, sandbox: Any) -> None:
     sock.close()
     assert event["status"] == "error" and "failed 3 times in a row" in event["message"]
     assert event["summary"]["reconnects"] == 2 and len(served) == 2
+    assert "handshake" in event["summary"]["last_error"] or "timed out" in event["summary"]["last_error"]
 
 
 def test_normal_close_reconnects_with_backoff_and_counts(use_ws: Any) -> None:
