@@ -128,12 +128,15 @@ class SubscriptionRecorder:
     :param max_messages: stop once the log holds this many pushes.
     :param until: stop when a push matches this condition.
     :param inline_limit: how many pushes are also kept in memory (returned without a file).
+    :param keep_recent: keep the last pushes, so that a condition set later (:meth:`set_until`)
+        also matches a push that already arrived.
     """
 
     log: PushLog = field(default_factory=lambda: PushLog(None))
     max_messages: int | None = None
     until: OrderCondition | None = None
     inline_limit: int = 0
+    keep_recent: bool = False
     malformed: int = 0
     reconnects: int = 0
     restarts: int = 0
@@ -145,7 +148,17 @@ class SubscriptionRecorder:
     _recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=256))
 
     def __post_init__(self) -> None:
-        self.log.on_push = self._on_push
+        self._attach()
+
+    def _attach(self) -> None:
+        """Ask the log for each push only when something looks at pushes one by one (else: counts)."""
+        wanted = self.until is not None or self.inline_limit > 0 or self.keep_recent
+        self.log.on_push = self._on_push if wanted else None
+
+    def check_limits(self) -> None:
+        """Stop when the log holds ``max_messages`` pushes (after a commit or a restore)."""
+        if self.max_messages is not None and self.messages >= self.max_messages:
+            self.finish("max_messages")
 
     @property
     def messages(self) -> int:
@@ -158,6 +171,7 @@ class SubscriptionRecorder:
     def set_until(self, condition: OrderCondition) -> None:
         """Start waiting for ``condition``; a push that already arrived (and matches) counts."""
         self.until = condition
+        self._attach()
         for frame in self._recent:
             if condition.matches(frame):
                 self.until_frame = frame
@@ -193,11 +207,13 @@ class SubscriptionRecorder:
     def commit(self, *, force: bool = True) -> None:
         """Write the staged pushes to the log; they count from here on (``force=False``: when the log is due)."""
         self.log.commit(force=force)
+        self.check_limits()
 
     def _on_push(self, frame: dict[str, Any]) -> None:
         if len(self.inline) < self.inline_limit:
             self.inline.append(frame)
-        self._recent.append(frame)
+        if self.keep_recent:
+            self._recent.append(frame)
         if self.until is not None and self.until.matches(frame):
             self.until_frame = frame
             self.finish("until")

@@ -45,6 +45,8 @@ except ImportError:  # pragma: no cover - Windows: single writer assumed
     fcntl = None  # type: ignore[assignment]
 
 READ_CHUNK = 1 << 20
+#: a staged push: (identity, tally record, line, the parsed frame only when ``on_push`` needs it)
+_Staged = tuple[int, tuple[str, "str | None", "str | None", "int | None"], bytes, "dict[str, Any] | None"]
 #: a push line longer than this in an existing log is reported, not loaded into memory unbounded
 MAX_LINE_BYTES = 64 << 20
 
@@ -125,6 +127,33 @@ def _key(value: Any) -> str:
     return value if type(value) is str else json.dumps(value, separators=(",", ":"), default=repr)
 
 
+def tally_record(frame: dict[str, Any]) -> tuple[str, str | None, str | None, int | None]:
+    """What the tally needs of a push: (msgCode, bizType, orderStatus, timestamp), as counting keys.
+
+    Staged pushes keep this small tuple, not the parsed frame: holding thousands of parsed frames
+    until they are written costs more than parsing them (allocator and garbage collector).
+    """
+    code = frame.get("msgCode")
+    biz_type = status = None
+    content = frame.get("content")
+    if type(content) is dict:
+        value = content.get("bizType")
+        if value is not None:
+            biz_type = value if type(value) is str else _key(value)
+        params = content.get("paramMap")
+        if type(params) is dict:
+            value = params.get("orderStatus")
+            if value is not None:
+                status = value if type(value) is str else _key(value)
+    stamp = frame.get("timestamp")
+    return (
+        code if type(code) is str else _key(code),
+        biz_type,
+        status,
+        stamp if type(stamp) is int else None,
+    )
+
+
 @dataclass
 class PushTally:
     """The counts of a set of pushes: the one counting rule of summaries and reports."""
@@ -137,27 +166,21 @@ class PushTally:
     last_timestamp: int | None = None
 
     def add(self, frame: dict[str, Any]) -> None:
+        self.add_record(tally_record(frame))
+
+    def add_record(self, record: tuple[str, str | None, str | None, int | None]) -> None:
+        """Count one push from its :func:`tally_record` (kept instead of the parsed frame)."""
         self.messages += 1
-        code = frame.get("msgCode")
-        key = code if type(code) is str else _key(code)
+        code, biz_type, status, stamp = record
         counts = self.by_msg_code
-        counts[key] = counts.get(key, 0) + 1
-        content = frame.get("content")
-        if type(content) is dict:
-            biz_type = content.get("bizType")
-            if biz_type is not None:
-                key = biz_type if type(biz_type) is str else _key(biz_type)
-                counts = self.by_biz_type
-                counts[key] = counts.get(key, 0) + 1
-            params = content.get("paramMap")
-            if type(params) is dict:
-                status = params.get("orderStatus")
-                if status is not None:
-                    key = status if type(status) is str else _key(status)
-                    counts = self.by_order_status
-                    counts[key] = counts.get(key, 0) + 1
-        stamp = frame.get("timestamp")
-        if type(stamp) is int:
+        counts[code] = counts.get(code, 0) + 1
+        if biz_type is not None:
+            counts = self.by_biz_type
+            counts[biz_type] = counts.get(biz_type, 0) + 1
+        if status is not None:
+            counts = self.by_order_status
+            counts[status] = counts.get(status, 0) + 1
+        if stamp is not None:
             first = self.first_timestamp
             if first is None or stamp < first:
                 self.first_timestamp = stamp
@@ -205,7 +228,7 @@ class PushLog:
         self._fd: int | None = None
         self._offset = 0
         self._partial = b""
-        self._pending: list[tuple[int, dict[str, Any], bytes]] = []
+        self._pending: list[_Staged] = []
         self._pending_ids: set[int] = set()
 
     # ---- opening and catching up --------------------------------------------------------------
@@ -302,7 +325,7 @@ class PushLog:
         if identity in self._seen or identity in self._pending_ids:
             self.duplicates += 1
             return False
-        self._pending.append((identity, frame, line))
+        self._pending.append((identity, tally_record(frame), line, frame if self.on_push is not None else None))
         self._pending_ids.add(identity)
         return True
 
@@ -331,7 +354,7 @@ class PushLog:
                 fresh = [item for item in pending if item[0] not in self._seen]
                 self.duplicates += len(pending) - len(fresh)
                 pending = fresh
-            data = b"\n".join([line for _, _, line in pending]) + b"\n" if pending else b""
+            data = b"\n".join([item[2] for item in pending]) + b"\n" if pending else b""
             try:
                 written = os.write(fd, data)
             except OSError as exc:
@@ -343,14 +366,14 @@ class PushLog:
         self._count_many(pending)
         return len(pending)
 
-    def _count_many(self, items: list[tuple[int, dict[str, Any], bytes]]) -> None:
+    def _count_many(self, items: list[_Staged]) -> None:
         """:meth:`_count` for a batch (the hot path: one call per batch, not three per push)."""
-        seen, order, tally_add, on_push = self._seen, self._order, self.tally.add, self.on_push
-        for identity, frame, _ in items:
+        seen, order, add_record, on_push = self._seen, self._order, self.tally.add_record, self.on_push
+        for identity, record, _, frame in items:
             seen.add(identity)
             order.append(identity)
-            tally_add(frame)
-            if on_push is not None:
+            add_record(record)
+            if on_push is not None and frame is not None:
                 on_push(frame)
         excess = len(order) - self.dedup_window
         for _ in range(max(excess, 0)):

@@ -120,7 +120,7 @@ class SegmentedPushLog(PushLog):
             return 0
         self._pending, self._pending_ids = [], set()
         name = f"{self._prefix}/part-{self.run_id}-{self.segments_written:06d}.jsonl"
-        data = b"\n".join([line for _, _, line in pending]) + b"\n"
+        data = b"\n".join([item[2] for item in pending]) + b"\n"
         try:
             self._fs.pipe_file(name, data)
         except Exception as exc:

@@ -204,6 +204,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             max_messages=self.max_messages,
             until=OrderCondition(self.until_order_id) if self.until_order_id else None,
             inline_limit=0 if self.output_path else self.inline_limit,
+            keep_recent=self.on_subscribed is not None,
         )
         state = _RunState(None if not log_path or is_object_store_url(log_path) else local_path(log_path))
         try:
@@ -218,6 +219,7 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
                 recorder.log.open()
             except PushLogError as exc:
                 raise MultiMarketsMsgError(str(exc)) from None
+            recorder.check_limits()
             state.start(recorder)
             if recorder.restarts:
                 self.log.warning(
@@ -402,7 +404,8 @@ class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
             async for raw in ws:
                 self._last_frame = clock()
                 handle(raw, recorder)
-                if log.pending and (log.pending >= MAX_STAGED or not buffered()):
+                staged = log.pending
+                if staged and (staged >= MAX_STAGED or not buffered()):
                     recorder.commit(force=False)
                 if recorder.done:
                     return
