@@ -16,7 +16,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[test]"
+	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" -e ".[sandbox,redis]" --group dev
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -82,7 +82,7 @@ test-compat:
 	  case $$v in 3.0.*) pins="cadwyn<6 fastapi<0.117 pydantic<2.12 starlette<0.48";; esac; \
 	  if [ ! -f $$env/.installed ]; then \
 	    $(PYTHON) -m venv $$env && $$env/bin/python -m pip install -q --upgrade pip && \
-	    $$env/bin/python -m pip install -q "apache-airflow==$$v" -e ".[test]" $$pins && touch $$env/.installed; \
+	    $$env/bin/python -m pip install -q "apache-airflow==$$v" -e ".[sandbox,redis]" --group dev $$pins && touch $$env/.installed; \
 	  fi; \
 	  echo "== Airflow $$v"; \
 	  start=$$(date +%s); \

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -404,4 +404,50 @@ def settings_from_connection(
             key_order=key_order,
         ),
         unknown_extras=tuple(sorted(k for k in extra if k not in KNOWN_EXTRAS and k != "companyId")),
+    )
+
+
+def missing_connection_message(conn_id: str) -> str:
+    """What to do when the MultiMarkets connection ``conn_id`` does not exist."""
+    return (
+        f"The Airflow connection {conn_id!r} is not defined. Create it (type 'multimarkets') in the UI or with "
+        f"AIRFLOW_CONN_{conn_id.upper()} set to the JSON shown in the provider README."
+    )
+
+
+def settings_from_airflow_connection(
+    conn: Any,
+    conn_id: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    mask: Callable[[str], None] | None = None,
+) -> ConnectionSettings:
+    """The one path from an Airflow connection object to :class:`ConnectionSettings` (hook and triggers).
+
+    ``overrides`` (values that are not ``None``) replace extras, as the hook's keyword arguments do;
+    ``mask`` registers the secretKey (and its form without white space) with the secret masker.
+    """
+    raw_extra = getattr(conn, "extra", None)
+    try:
+        extra = conn.extra_dejson if raw_extra else {}
+    except Exception:  # Airflow 2 raises on some malformed extras instead of returning {}
+        extra = {}
+    blank = not raw_extra or str(raw_extra).strip() in ("", "{}")
+    if not blank and (not isinstance(extra, dict) or not extra):
+        raise MultiMarketsConfigError(
+            f'The extra of connection {conn_id!r} is not a JSON object. Write it as e.g. {{"company_id": 439}}.'
+        )
+    secret = conn.password or ""
+    if mask is not None and secret:
+        mask(secret)
+        compact = "".join(secret.split())
+        if compact != secret:
+            mask(compact)
+    wanted = {k: v for k, v in (overrides or {}).items() if v is not None}
+    return settings_from_connection(
+        host=conn.host,
+        port=conn.port,
+        login=conn.login,
+        password=secret,
+        extra=dict(extra, **wanted) if wanted else extra,
     )

@@ -36,7 +36,7 @@ class GatewayCode:
     hint: str
 
 
-#: Open API gateway codes (request page §"error codes") with what to do about each.
+#: Open API gateway codes (https://docs.multimarkets.org/client-api/open-api/readme/request, "error codes") with what to do about each.
 GATEWAY_CODES: dict[str, GatewayCode] = {
     "00012001": GatewayCode(
         "signature verification failed",

@@ -51,6 +51,16 @@ def retryable_error(exc: BaseException, *, idempotent: bool) -> bool:
     return False
 
 
+def backoff_delay(
+    attempt: int, base: float, cap: float = MAX_BACKOFF_SECONDS, rand: Callable[[], float] = random.random
+) -> float:
+    """Exponential backoff with "equal jitter": ``base * 2**attempt`` capped at ``cap``, then between
+    half of that and all of it, so that retries of many processes stay spread out. The one backoff
+    rule of the provider: HTTP retries and message WebSocket reconnects."""
+    ceiling = min(cap, base * (2 ** min(attempt, 64)))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 3
@@ -63,6 +73,4 @@ class RetryPolicy:
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(float(retry_after), self.max_retry_after)
-        ceiling = min(self.max_backoff, self.backoff * (2**attempt))
-        # "equal jitter": never less than half the exponential step, so retries stay spread out
-        return ceiling / 2 + rand() * ceiling / 2
+        return backoff_delay(attempt, self.backoff, self.max_backoff, rand)

@@ -3,7 +3,8 @@
 Pure logic: no Airflow import, and ``cryptography`` is imported only when a key is parsed, so
 importing this module costs nothing at DAG-parse time.
 
-The recipe (``shared/multimarkets-api.md`` §3):
+The recipe (https://docs.multimarkets.org/client-api/open-api/readme/sign and the official
+signing demo, github.com/CTradeExchange/sign-demo):
 
 1. drop fields whose value is ``null``;
 2. compact JSON of the body with keys sorted as Java ``String.compareTo`` sorts them (UTF-16 code

@@ -44,9 +44,14 @@ def test_provider_info_validates_against_airflow_schema() -> None:
 def test_providers_manager_discovers_the_hook() -> None:
     from airflow.providers_manager import ProvidersManager
 
-    pm = ProvidersManager()
-    assert "airflow-provider-multimarkets" in pm.providers
-    hook_info = pm.hooks["multimarkets"]
+    assert "airflow-provider-multimarkets" in ProvidersManager().providers
+    try:  # Airflow 3.2+: hooks are discovered by the task SDK's runtime manager
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hooks = ProvidersManagerTaskRuntime().hooks
+    except ImportError:
+        hooks = ProvidersManager().hooks
+    hook_info = hooks["multimarkets"]
     assert hook_info is not None
     assert hook_info.hook_class_name.endswith("MultiMarketsHook")
     assert hook_info.connection_id_attribute_name == "multimarkets_conn_id"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -197,6 +198,22 @@ def test_endpoints(mm_conn: dict[str, Any], sandbox: Any) -> None:
         (ORDER_ISOLATED, {"accountCurrency": "USD"}, "CFDWBWE000007"),
         (ORDER_CROSS, {"tradeType": 2}, "CFDWBWE000007"),
         (ORDER_CROSS, {"symbolId": 8390}, "CFDWBWE000013"),
+        # the vendor's OpenAPI types: strings stay strings, requestTime is 13-digit milliseconds
+        (ORDER_ISOLATED, {"requestNum": 0.1}, "CFDWBWE000006"),
+        (ORDER_ISOLATED, {"requestPrice": 167655}, "CFDWBWE000006"),
+        (ORDER_ISOLATED, {"stopLoss": 160000}, "CFDWBWE000006"),
+        (ORDER_ISOLATED, {"requestTime": 1698299972}, "CFDWBWE000006"),
+        (ORDER_ISOLATED, {"expireType": 9}, "CFDWBWE000007"),
+        (ORDER_ISOLATED, {"blacklist": "yes"}, "CFDWBWE000006"),
+        (ORDER_ISOLATED, {"source": "my source!"}, "CFDWBWE000006"),
+        (ORDER_ISOLATED, {"bizType": 12}, "CFDWBWE000007"),  # limit open is full-margin only
+        (ORDER_CROSS, {"bizType": 13}, "CFDWBWE000007"),
+        # a close needs the positionId of an open position of the account
+        (ORDER_ISOLATED, {"bizType": 2}, "CFDWBWE000005"),
+        (ORDER_ISOLATED, {"bizType": 2, "positionId": 1}, "CFDWBWE000007"),
+        (ORDER_CROSS, {"bizType": 2, "positionId": 1}, "CFDWBWE000007"),
+        # by amount (entryType 2): requestNum is a notional that must buy at least 0.01 lots
+        (ORDER_ISOLATED, {"entryType": 2, "requestNum": "100"}, "CFDWBWE000026"),
     ],
 )
 def test_order_validation(mm_conn: dict[str, Any], sandbox: Any, biz: str, change: dict[str, Any], code: str) -> None:
@@ -204,9 +221,58 @@ def test_order_validation(mm_conn: dict[str, Any], sandbox: Any, biz: str, chang
     with pytest.raises(MultiMarketsApiError) as info:
         MultiMarketsHook().call(biz, body, idempotent=False)
     assert info.value.code == code
-    if code == "CFDWBWE000026":
+    if code == "CFDWBWE000026" and change.get("entryType") != 2:
         assert info.value.msg == "quantity must be within 0.01-100 lots and a multiple of 0.01 lots"
     assert sandbox.state.orders == []
+
+
+def test_orders_follow_the_spec(mm_conn: dict[str, Any], sandbox: Any) -> None:
+    hook = MultiMarketsHook()
+    opened = hook.call(ORDER_ISOLATED, {**ISOLATED_BODY, "bizType": 1, "source": "System"}, idempotent=False)
+    assert opened["source"] == "System" and opened["openOrClose"] == 1
+    default = hook.call(ORDER_CROSS, CROSS_BODY, idempotent=False)
+    assert default["source"] == "OpenAPI"  # the response's required field, also without one in the request
+    # a close of the wrong direction, or more than the position holds, is refused
+    close = {**ISOLATED_BODY, "bizType": 2, "direction": 2, "positionId": opened["positionId"]}
+    for change, code in (({"direction": 1}, "CFDWBWE000007"), ({"requestNum": "0.50"}, "CFDWBWE000026")):
+        with pytest.raises(MultiMarketsApiError) as info:
+            hook.call(ORDER_ISOLATED, {**close, **change}, idempotent=False)
+        assert info.value.code == code
+    closed = hook.call(ORDER_ISOLATED, close, idempotent=False)
+    assert closed["openOrClose"] == 2 and closed["positionId"] == opened["positionId"]
+    with pytest.raises(MultiMarketsApiError) as info:  # the position is gone
+        hook.call(ORDER_ISOLATED, close, idempotent=False)
+    assert info.value.code == "CFDWBWE000007"
+    # pending orders (10/11) are accepted for both variants, with no fill yet
+    pending = hook.call(ORDER_ISOLATED, {**ISOLATED_BODY, "bizType": 10}, idempotent=False)
+    assert pending["positionId"] == 0 and pending["executePrice"] == "0"
+    page = hook.call("tradeapi.app.OrderApiService.queryOrderPage", {"tradeType": 2, "bizType": 10})
+    assert page["total"] == 1 and page["records"][0]["status"] == 1
+    # by amount: requestNum is a notional; the lots follow from the price and contract size
+    by_amount = hook.call(ORDER_ISOLATED, {**ISOLATED_BODY, "entryType": 2, "requestNum": "50000"}, idempotent=False)
+    lots = float(by_amount["tradeVolume"])
+    assert 0.01 <= lots < 1 and lots == round(lots, 2)
+    assert all(isinstance(sandbox.state.orders[-1]["request"][k], str) for k in ("requestNum", "requestPrice"))
+
+
+def test_customer_info_has_every_field_of_the_spec(mm_conn: dict[str, Any], sandbox: Any) -> None:
+    import yaml
+
+    spec_path = Path(__file__).resolve().parents[1].parent / "shared" / "MultiMarkets-ClientAPI.openapi.en.yaml"
+    if not spec_path.exists():
+        pytest.skip(f"the vendor's OpenAPI file is not at {spec_path}")
+    spec = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    schema = spec["paths"]["/global/customer.app.CustomerWebApiService.findCustomerInfo"]["post"]["responses"]["200"]
+    fields = schema["content"]["application/json"]["schema"]["properties"]["data"]["properties"]
+    info = MultiMarketsHook().call("customer.app.CustomerWebApiService.findCustomerInfo")
+    assert set(fields) <= set(info), sorted(set(fields) - set(info))
+    kinds = {"integer": int, "string": str, "boolean": bool}
+    for name, field in fields.items():
+        expected = kinds.get(field.get("type"))
+        if expected is not None:
+            value = info[name]
+            assert isinstance(value, expected) and (expected is bool or not isinstance(value, bool)), name
+    assert len(fields) == 53
 
 
 @pytest.mark.parametrize(("body", "code"), [({}, "CFDWBWE000005"), ({"customerGroupId": "abc"}, "CFDWBWE000006")])
@@ -399,7 +465,7 @@ def test_ws_login_subscribe_ping_and_trade_push(mm_conn: dict[str, Any], sandbox
         return got
 
     login, sub, pong, trade, cancel, logout = asyncio.run(ws_session(ws_url(sandbox), steps))
-    assert login["msgCode"] == "login" and login["content"]["code"] == "0" and login["seqId"] == 1
+    assert login["msgCode"] == "subscribe_success" and login["content"]["code"] == "0" and login["seqId"] == 1
     assert sub["content"]["tradeTypes"] == "2"
     assert pong["msgCode"] == "pong" and pong["seqId"] == 3
     assert trade["msgCode"] == "trade" and trade["seqId"] == 1
@@ -423,7 +489,8 @@ def test_ws_refuses_unknown_token_and_frames_before_login(sandbox: Any) -> None:
 
     early, refused, closed, code = asyncio.run(ws_session(ws_url(sandbox), steps))
     assert early["content"]["code"] == "GGATEWAY_CODE_001"
-    assert refused["content"]["code"] == "GGATEWAY_CODE_005" and "getMsgPushToken" in refused["content"]["msg"]
+    assert refused["msgCode"] == "subscribe_fail" and refused["content"]["code"] == "GGATEWAY_CODE_005"
+    assert "getMsgPushToken" in refused["content"]["msg"]
     assert code == 4001
 
 

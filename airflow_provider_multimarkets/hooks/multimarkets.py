@@ -82,34 +82,15 @@ class MultiMarketsHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The validated connection settings; the secretKey is registered with the masker."""
-        from airflow_provider_multimarkets.connection_settings import settings_from_connection
+        from airflow_provider_multimarkets.connection_settings import (
+            missing_connection_message,
+            settings_from_airflow_connection,
+        )
 
-        conn = self._connection(
-            self.multimarkets_conn_id,
-            f"The Airflow connection {self.multimarkets_conn_id!r} is not defined. Create it (type "
-            f"'multimarkets') in the UI or with AIRFLOW_CONN_{self.multimarkets_conn_id.upper()} set "
-            "to the JSON shown in the provider README.",
+        conn = self._connection(self.multimarkets_conn_id, missing_connection_message(self.multimarkets_conn_id))
+        settings = settings_from_airflow_connection(
+            conn, self.multimarkets_conn_id, overrides=self._overrides, mask=mask_secret
         )
-        extra = conn.extra_dejson if conn.extra else {}
-        if conn.extra and not extra:
-            raise MultiMarketsConfigError(
-                f"The extra of connection {self.multimarkets_conn_id!r} is not a JSON object. Write it as "
-                'e.g. {"company_id": 439}.'
-            )
-        secret = conn.password or ""
-        mask_secret(secret)
-        compact = "".join(secret.split())
-        if compact != secret:
-            mask_secret(compact)
-        settings = settings_from_connection(
-            host=conn.host, port=conn.port, login=conn.login, password=secret, extra=extra
-        )
-        overrides = {k: v for k, v in self._overrides.items() if v is not None}
-        if overrides:
-            extra_overrides = dict(extra, **overrides)
-            settings = settings_from_connection(
-                host=conn.host, port=conn.port, login=conn.login, password=secret, extra=extra_overrides
-            )
         if settings.unknown_extras:
             self.log.warning(
                 "Connection %r: ignoring unknown extra field(s) %s (they are not sent anywhere).",

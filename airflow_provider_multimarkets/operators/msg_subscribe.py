@@ -156,10 +156,15 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         event = asyncio.run(_first_event(trigger))
         return self.execute_complete(context, event)
 
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_multimarkets.exceptions import MultiMarketsMsgAuthError, MultiMarketsMsgError
         from airflow_provider_multimarkets.msg_frames import format_summary
 
+        if not isinstance(event, dict):
+            raise MultiMarketsMsgError(
+                f"{self.task_id}: the subscription trigger ended without an event ({event!r}), e.g. the triggerer "
+                "stopped it. Nothing written to output_path is lost: a retry of this task resumes from it."
+            )
         summary = event.get("summary") or {}
         if event.get("status") != "success":
             error = (

@@ -285,22 +285,10 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
     def _place_tracked(self, order: dict[str, Any], context: Context) -> dict[str, Any]:
         import asyncio
 
-        from airflow_provider_multimarkets.operators.msg_subscribe import _first_event
+        from airflow_provider_multimarkets.hooks.msg_socket import MultiMarketsMsgClient, SubscriptionSpec
         from airflow_provider_multimarkets.reports import fill_report
-        from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
 
         token = self.hook.get_msg_token()
-        trigger = MultiMarketsMsgSubscribeTrigger(
-            token=token,
-            multimarkets_conn_id=self.multimarkets_conn_id,
-            trade_types=self.trade_types or str(order["tradeType"]),
-            deadline=time.time() + self.window_seconds,
-            output_path=self.output_path or None,
-            inline_limit=0 if self.output_path else 100,
-            ping_interval=self.ping_interval,
-        )
-        trigger.ack_grace = self.ack_grace
-        trigger.callback_without_ack = self.untracked_if_no_ack
         placed: dict[str, Any] = {}
 
         def place() -> str:
@@ -316,8 +304,30 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         async def place_after_subscribed() -> str:
             return await asyncio.get_running_loop().run_in_executor(None, place)
 
-        trigger.on_subscribed = place_after_subscribed
-        event = asyncio.run(_first_event(trigger))  # returns once the placing thread is done
+        spec = SubscriptionSpec(
+            token=token,
+            multimarkets_conn_id=self.multimarkets_conn_id,
+            trade_types=self.trade_types or str(order["tradeType"]),
+            deadline=time.time() + self.window_seconds,
+            output_path=self.output_path or None,
+            inline_limit=0 if self.output_path else 100,
+            ping_interval=self.ping_interval,
+        )
+        client = MultiMarketsMsgClient(
+            spec,
+            on_subscribed=place_after_subscribed,
+            ack_grace=self.ack_grace,
+            callback_without_ack=self.untracked_if_no_ack,
+            log=self.log,
+        )
+
+        async def subscribe() -> dict[str, Any]:
+            try:
+                return await client.subscribe()
+            finally:
+                await client.close()
+
+        event = asyncio.run(subscribe())  # returns once the placing thread is done
         if "error" in placed:
             raise placed["error"]
         summary = event.get("summary") or {}

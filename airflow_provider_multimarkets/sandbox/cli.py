@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ws-malformed-every", type=int, help="send a malformed frame before every Nth push")
     p.add_argument("--ws-refuse-login", action="store_true", help="refuse every message login")
     p.add_argument("--ws-refuse-subscribe", action="store_true", help="answer subscribe_asset with an error code")
+    p.add_argument(
+        "--pnl-every", type=float, default=0.0, help="seconds between f(...)/g(...) profit-and-loss frames (0: off)"
+    )
     p.add_argument("--order-push-delay", type=float, default=0.0, help="seconds between an order's answer and its push")
     p.add_argument("--connection-file", help="also write the connection JSON to this file")
     p.add_argument("--quiet", action="store_true", help="do not log each request")
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         trade_stream_limit=args.trade_stream_limit,
         burst_after_subscribe=args.burst_after_subscribe,
         order_push_delay=args.order_push_delay,
+        pnl_interval=args.pnl_every,
         seed=args.seed,
     )
     keys: dict[str, Any] = load_or_create(args.key_file) if args.key_file else {}

@@ -3,11 +3,16 @@
 ``Sandbox`` runs it on a background thread (tests, demo); the ``multimarkets-sandbox`` command
 runs it in the foreground.
 
-Message WebSocket acknowledgements are not documented; the sandbox answers ``login``,
-``subscribe_asset``, ``cancel_subscribe_asset`` and ``ping`` with a frame of the same ``msgCode``
-(``pong`` for ``ping``) whose ``content.code`` is ``"0"``, echoing the client's ``seqId`` and
-``trace``. A refused login is answered ``content.code`` ``GGATEWAY_CODE_005`` and the socket is
-closed with code 4001.
+Message WebSocket acknowledgements are not documented. The sandbox answers ``login`` as the
+vendor's H5 client expects: ``subscribe_success``, or ``subscribe_fail`` (``content.code``
+``GGATEWAY_CODE_005``) followed by a close with code 4001. It answers ``subscribe_asset``,
+``cancel_subscribe_asset`` and ``ping`` with a frame of the same ``msgCode`` (``pong`` for
+``ping``) whose ``content.code`` is ``"0"``, echoing the client's ``seqId`` and ``trace``.
+
+The other frames the vendor client handles are sent on request (``POST /_sandbox/ws/send``):
+``notice`` (``updateType`` 0-6, 4 = log out; queued like a push, in order, with a ``seqId``),
+``disconnect`` (logged in elsewhere) and ``UserForceLogoutRet`` (each followed by a close), and
+the ``f(...)``/``g(...)`` profit-and-loss text frames, which ``pnl_interval`` also sends on a timer.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class SandboxApp:
     def __init__(self, state: SandboxState) -> None:
         self.state = state
         self.ws_connections: set[web.WebSocketResponse] = set()
+        self.logged_in: set[_Connection] = set()
         self.ws_stats = {
             "connections": 0,
             "logins": 0,
@@ -50,6 +56,8 @@ class SandboxApp:
             "pushed": 0,
             "drops": 0,
             "ping_timeouts": 0,
+            "pnl_frames": 0,
+            "session_ends": 0,
         }
         self._stream_task: asyncio.Task[None] | None = None
         #: the last client frames received on the message WebSocket (for tests and the request log)
@@ -67,6 +75,7 @@ class SandboxApp:
         app.router.add_get("/_sandbox/delivered", self.admin_delivered)
         app.router.add_post("/_sandbox/fault", self.admin_fault)
         app.router.add_post("/_sandbox/config", self.admin_config)
+        app.router.add_post("/_sandbox/ws/send", self.admin_ws_send)
         app.on_startup.append(self._start_stream)
         app.on_shutdown.append(self._shutdown)
         return app
@@ -121,7 +130,7 @@ class SandboxApp:
         """Change knobs of a running sandbox: ``order_push_delay``, ``refuse_subscribe``, ws faults."""
         spec = await request.json()
         cfg = self.state.config
-        for name in ("order_push_delay",):
+        for name in ("order_push_delay", "pnl_interval"):
             if name in spec:
                 setattr(cfg, name, float(spec[name]))
         ws = self.state.faults.ws
@@ -129,6 +138,39 @@ class SandboxApp:
             if name in spec:
                 setattr(ws, name, spec[name])
         return web.json_response({"ok": True})
+
+    async def admin_ws_send(self, request: web.Request) -> web.Response:
+        """Send a vendor frame kind to the logged-in message connections.
+
+        ``{"kind": "notice", "updateType": 4, "tradeType": "2", "show": 0}``: queued on every stream
+        subscribed to ``tradeType``, like a push. ``{"kind": "disconnect"}`` or
+        ``{"kind": "force_logout"}``: sent to every logged-in connection, which is then closed.
+        ``{"kind": "pnl"}``: one profit-and-loss text frame per subscribed trade type 1 or 2.
+        """
+        spec = await request.json()
+        kind = spec.get("kind")
+        if kind == "notice":
+            trade_type = str(spec.get("tradeType", "2"))
+            content = {
+                "tradeType": int(trade_type),
+                "updateType": spec.get("updateType", 1),
+                "show": spec.get("show", 0),
+            }
+            companies = {c.stream.company_id for c in self.logged_in if c.stream is not None}
+            sent = sum(self.state.publish(company, trade_type, "notice", content) for company in companies)
+            return web.json_response({"sent": sent})
+        if kind in ("disconnect", "force_logout"):
+            code = "disconnect" if kind == "disconnect" else "UserForceLogoutRet"
+            targets = list(self.logged_in)
+            for conn in targets:
+                await conn.end_session(code)
+            return web.json_response({"sent": len(targets)})
+        if kind == "pnl":
+            sent = 0
+            for conn in list(self.logged_in):
+                sent += await conn.send_pnl()
+            return web.json_response({"sent": sent})
+        raise web.HTTPBadRequest(text=f"unknown kind {kind!r}: notice, disconnect, force_logout or pnl")
 
     # ---- HTTP -------------------------------------------------------------------------------
 
@@ -276,8 +318,12 @@ class _Connection:
         self.loop = asyncio.get_running_loop()
         self.drop_armed = False
         self.burst: asyncio.Task[None] | None = None
+        self.pnl: asyncio.Task[None] | None = None
 
     def detach(self) -> None:
+        self.app.logged_in.discard(self)
+        if self.pnl:
+            self.pnl.cancel()
         if self.writer:
             self.writer.cancel()
         if self.burst:
@@ -305,6 +351,38 @@ class _Connection:
             "seqId": frame.get("seqId"),
             "content": {"code": code, "msg": msg, **extra},
         }
+
+    async def send_pnl(self) -> int:
+        """One profit-and-loss text frame per subscribed trade type 1 or 2; how many were sent."""
+        stream = self.stream
+        if stream is None or self.ws.closed:
+            return 0
+        sent = 0
+        for trade_type in sorted(stream.trade_types & {"1", "2"}):
+            text = self.state.pnl_frame(stream.company_id, trade_type)
+            if text is not None and not self.ws.closed:
+                await self.ws.send_str(text)
+                sent += 1
+        self.app.ws_stats["pnl_frames"] += sent
+        return sent
+
+    async def pnl_loop(self, interval: float) -> None:
+        while not self.ws.closed:
+            await asyncio.sleep(interval)
+            await self.send_pnl()
+
+    async def end_session(self, msg_code: str) -> None:
+        """The platform ends this session (``disconnect``: logged in elsewhere; ``UserForceLogoutRet``)."""
+        self.app.ws_stats["session_ends"] += 1
+        await self.send(
+            {
+                "msgCode": msg_code,
+                "timestamp": int(self.state.clock() * 1000),
+                "trace": f"x-{int(self.state.clock() * 1000)}-{msg_code}",
+                "content": {"code": "0", "msg": "logged in elsewhere" if msg_code == "disconnect" else "logged out"},
+            }
+        )
+        await self.ws.close(code=1000, message=msg_code.encode())
 
     async def run(self) -> None:
         cfg = self.state.config
@@ -369,6 +447,8 @@ class _Connection:
                     else:
                         self.stream.trade_types -= wanted
                 await self.send(self.ack(frame, msg_type, tradeTypes=",".join(sorted(self.stream.trade_types))))
+                if msg_type == "subscribe_asset" and cfg.pnl_interval > 0 and self.pnl is None:
+                    self.pnl = asyncio.create_task(self.pnl_loop(cfg.pnl_interval))
                 if msg_type == "subscribe_asset" and cfg.burst_after_subscribe:
                     self.burst = asyncio.create_task(self.send_burst(cfg.burst_after_subscribe, sorted(wanted)[0]))
             elif msg_type == "logout":
@@ -386,7 +466,7 @@ class _Connection:
             await self.send(
                 self.ack(
                     frame,
-                    "login",
+                    "subscribe_fail",
                     "GGATEWAY_CODE_005",
                     "msg token invalid or expired: fetch a new one with getMsgPushToken",
                 )
@@ -402,7 +482,8 @@ class _Connection:
             if resumed:
                 self.state.resume(stream)
         self.stream, self.token = stream, token
-        await self.send(self.ack(frame, "login"))
+        self.app.logged_in.add(self)
+        await self.send(self.ack(frame, "subscribe_success"))
         faults = self.state.faults.ws
         if faults.drop_after is not None and (faults.drop_times is None or faults.drops_done < faults.drop_times):
             faults.drops_done += 1

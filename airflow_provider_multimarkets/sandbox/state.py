@@ -36,6 +36,36 @@ BIZ_ORDER_PAGE = "tradeapi.app.OrderApiService.queryOrderPage"
 THIRD_PARTY_ORDER_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 REQUIRED_HEADERS = ("companyId", "trace", "timestamp", "apiKey", "signature")
 TRADE_TYPES = {"1", "2", "5", "6"}
+#: ``addMarketOrder`` bizTypes per variant (the vendor's OpenAPI): 1 market open, 2 market close,
+#: 10 limit pending, 11 stop pending, 12 limit open (full margin), 13/14 aggregate limit open/close
+#: (isolated margin)
+FULL_ORDER_BIZ_TYPES = frozenset({1, 2, 10, 11, 12})
+ISOLATED_ORDER_BIZ_TYPES = frozenset({1, 2, 10, 11, 13, 14})
+CLOSING_ORDER_BIZ_TYPES = frozenset({2, 14})
+PENDING_ORDER_BIZ_TYPES = frozenset({10, 11})
+ORDER_INTEGER_FIELDS = (
+    "tradeType",
+    "bizType",
+    "direction",
+    "symbolId",
+    "requestTime",
+    "accountDigits",
+    "accountId",
+    "positionId",
+    "expireType",
+    "crossLevelNum",
+)
+ORDER_STRING_FIELDS = (
+    "requestPrice",
+    "requestNum",
+    "accountCurrency",
+    "stopLoss",
+    "takeProfit",
+    "remark",
+    "source",
+    "thirdPartyOrder",
+    "slippage",
+)
 ORDER_BIZ_TYPES = {
     1: "POSITION_OPEN",
     2: "POSITION_CLOSE",
@@ -72,6 +102,9 @@ class SandboxConfig:
     trade_stream_limit: int | None = None
     require_app_id: str | None = None
     seed: int = 7
+    pnl_interval: float = 0.0
+    """Seconds between profit-and-loss text frames (``f(...)`` trade type 1, ``g(...)`` trade type 2)
+    to every connection subscribed to those trade types (0: off), as the vendor's H5 client reads them."""
     burst_after_subscribe: int = 0
     """Benchmark mode: right after a subscribe, send this many pre-rendered trade pushes as fast as
     the socket takes them (seqId and trace still unique), then carry on normally."""
@@ -136,6 +169,8 @@ class SandboxState:
         self.received: Counter[str] = Counter()
         self.answers: Counter[str] = Counter()
         self.orders: list[dict[str, Any]] = []
+        #: open positions by positionId: account, symbol, direction, lots left, open price
+        self.positions: dict[int, dict[str, Any]] = {}
         #: (arrival time, bizType, HTTP status, envelope code) of every handled request, for scenarios
         #: that check the gateway's view: calls in any 60 s, calls received during a ban
         self.call_log: deque[tuple[float, str, int, str]] = deque(maxlen=200_000)
@@ -317,6 +352,7 @@ class SandboxState:
         return [dict(s) for s in self.symbols.values()]
 
     def _order(self, record: ApiKeyRecord, body: dict[str, Any], *, isolated: bool) -> dict[str, Any]:
+        """Both ``addMarketOrder`` variants, validated as the vendor's OpenAPI describes their bodies."""
         required = [
             "tradeType",
             "bizType",
@@ -333,29 +369,42 @@ class SandboxState:
         for name in required:
             if body.get(name) in (None, ""):
                 raise BizError("CFDWBWE000005", f"{name} must not be empty")
-        for name in ("tradeType", "bizType", "direction", "symbolId", "requestTime", "accountDigits") + (
-            ("entryType",) if isolated else ()
-        ):
-            if isinstance(body[name], bool) or not isinstance(body[name], int):
-                raise BizError("CFDWBWE000006", f"{name} has a wrong format")
-        price, num = str(body["requestPrice"]), str(body["requestNum"])
+        integers = ORDER_INTEGER_FIELDS + (("entryType",) if isolated else ())
+        for name in integers:
+            value = body.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise BizError("CFDWBWE000006", f"{name} has a wrong format (an integer)")
+        for name in ORDER_STRING_FIELDS:
+            value = body.get(name)
+            if value is not None and not isinstance(value, str):
+                raise BizError("CFDWBWE000006", f"{name} has a wrong format (a string)")
+        if isolated and body.get("blacklist") is not None and not isinstance(body["blacklist"], bool):
+            raise BizError("CFDWBWE000006", "blacklist has a wrong format (true or false)")
+        if not 10**12 <= body["requestTime"] < 10**13:
+            raise BizError("CFDWBWE000006", "requestTime must be a 13-digit timestamp in milliseconds")
+        if body.get("expireType") is not None and body["expireType"] not in (1, 2, 3, 4):
+            raise BizError("CFDWBWE000007", "expireType must be 1 (day), 2 (week), 3 (30 days) or 4 (90 days)")
+        price, num = body["requestPrice"], body["requestNum"]
         if not price.isdigit():
             raise BizError("CFDWBWE000006", "requestPrice must be the price times 10^symbolDigits as an integer string")
         try:
-            lots = float(num)
+            quantity = float(num)
         except ValueError:
             raise BizError("CFDWBWE000006", "requestNum has a wrong format") from None
+        if quantity != quantity or quantity in (float("inf"), float("-inf")):
+            raise BizError("CFDWBWE000006", "requestNum has a wrong format")
         expected_type = 2 if isolated else 1
         if body["tradeType"] != expected_type:
             raise BizError("CFDWBWE000007", f"tradeType must be {expected_type} for this interface")
-        allowed = {1, 2, 13, 14} if isolated else {1, 2, 10, 11, 12}
+        allowed = ISOLATED_ORDER_BIZ_TYPES if isolated else FULL_ORDER_BIZ_TYPES
         if body["bizType"] not in allowed or body["direction"] not in (1, 2):
             raise BizError("CFDWBWE000007", "parameter validation failed (bizType/direction)")
         third_party = body.get("thirdPartyOrder")
-        if third_party is not None and (
-            not isinstance(third_party, str) or not THIRD_PARTY_ORDER_RE.match(third_party)
-        ):
+        if third_party is not None and not THIRD_PARTY_ORDER_RE.match(third_party):
             raise BizError("CFDWBWE000006", "thirdPartyOrder must be at most 255 characters of A-Z, a-z, 0-9 and _")
+        source = body.get("source")
+        if source is not None and not THIRD_PARTY_ORDER_RE.match(source):
+            raise BizError("CFDWBWE000006", "source must be at most 255 characters of A-Z, a-z, 0-9 and _")
         if isolated and body["entryType"] not in (1, 2):
             raise BizError("CFDWBWE000007", "entryType must be 1 (quantity) or 2 (amount)")
         symbol = self.symbols.get(body["symbolId"])
@@ -363,10 +412,22 @@ class SandboxState:
             raise BizError("CFDWBWE000013", "product not configured")
         if not symbol["inTradeTime"]:
             raise BizError("CFDWBWE000016", "outside trading hours; trading refused")
-        if not 0.01 <= lots <= 100 or abs(round(lots * 100) - lots * 100) > 1e-6:
-            raise BizError(
-                "CFDWBWE000026", "quantity must be within %s-%s lots and a multiple of %s lots", "0.01,100,0.01"
-            )
+        if isolated and body["entryType"] == 2:
+            # by amount: requestNum is a notional in the account currency (the sandbox ignores FX)
+            notional = self.prices[symbol["symbolId"]] * data.CONTRACT_SIZES.get(symbol["symbolId"], 1)
+            lots = int(quantity / notional * 100 + 1e-9) / 100
+            if not 0.01 <= lots <= 100:
+                raise BizError(
+                    "CFDWBWE000026",
+                    "amount must buy within %s-%s lots (one lot is about %s)",
+                    f"0.01,100,{notional:.2f}",
+                )
+        else:
+            lots = quantity
+            if not 0.01 <= lots <= 100 or abs(round(lots * 100) - lots * 100) > 1e-6:
+                raise BizError(
+                    "CFDWBWE000026", "quantity must be within %s-%s lots and a multiple of %s lots", "0.01,100,0.01"
+                )
         accounts = [a for a in self.accounts_of(record.company_id) if a["tradeType"] == expected_type]
         if body.get("accountId") is not None:
             accounts = [a for a in accounts if a["accountId"] == body["accountId"]]
@@ -375,35 +436,79 @@ class SandboxState:
         account = accounts[0]
         if body["accountCurrency"] != account["currency"]:
             raise BizError("CFDWBWE000007", "accountCurrency does not match the account")
+        if body["bizType"] in CLOSING_ORDER_BIZ_TYPES:
+            position_id = body.get("positionId")
+            if position_id in (None, ""):
+                raise BizError("CFDWBWE000005", "positionId must not be empty for a closing order")
+            position = self.positions.get(position_id)
+            if (
+                position is None
+                or position["account_id"] != account["accountId"]
+                or position["symbolId"] != symbol["symbolId"]
+            ):
+                raise BizError("CFDWBWE000007", "position not found (positionId of an open position of this account)")
+            if body["direction"] == position["direction"]:
+                raise BizError("CFDWBWE000007", "a closing order goes against the position's direction")
+            if lots > position["lots"] + 1e-9:
+                raise BizError(
+                    "CFDWBWE000026", "closing quantity exceeds the position (%s lots)", f"{position['lots']:g}"
+                )
         return self.place_order(record, body, symbol, account, lots)
 
     def place_order(
         self, record: ApiKeyRecord, body: dict[str, Any], symbol: dict[str, Any], account: dict[str, Any], lots: float
     ) -> dict[str, Any]:
         digits = symbol["symbolDigits"]
-        mid = self.prices[symbol["symbolId"]] * (1 + self.rng.uniform(-0.0005, 0.0005))
-        self.prices[symbol["symbolId"]] = mid
-        fill = f"{mid:.{digits}f}"
+        pending = body["bizType"] in PENDING_ORDER_BIZ_TYPES
+        closing = body["bizType"] in CLOSING_ORDER_BIZ_TYPES
         self._next_order += 1
-        self._next_position += 1
+        if pending:  # a pending order waits for its price: no fill, no position yet
+            fill, position_id = "0", 0
+        else:
+            mid = self.prices[symbol["symbolId"]] * (1 + self.rng.uniform(-0.0005, 0.0005))
+            self.prices[symbol["symbolId"]] = mid
+            fill = f"{mid:.{digits}f}"
+            if closing:
+                position_id = body["positionId"]
+            else:
+                self._next_position += 1
+                position_id = self._next_position
+        position = self.positions.get(position_id) if closing else None
         order = {
             "orderId": self._next_order,
-            "positionId": self._next_position,
+            "positionId": position_id,
             "tradeVolume": f"{lots:g}",
-            "openPrice": fill,
+            "openPrice": position["openPrice"] if position else fill,
             "executePrice": fill,
-            "openDirection": body["direction"],
+            "openDirection": position["direction"] if position else body["direction"],
             "direction": body["direction"],
-            "openOrClose": 1 if body["bizType"] in (1, 12, 13) else 2,
+            "openOrClose": 2 if closing else 1,
             "symbolName": symbol["symbolName"],
             "symbolId": symbol["symbolId"],
-            "stopLoss": "0",
-            "takeProfit": "0",
+            "stopLoss": body.get("stopLoss") or "0",
+            "takeProfit": body.get("takeProfit") or "0",
             "digits": digits,
             "fee": "0",
             "interest": "0",
             "profit": "0",
+            "source": body.get("source") or "OpenAPI",
         }
+        if position is not None:
+            sign = 1 if position["direction"] == 1 else -1
+            size = lots * data.CONTRACT_SIZES.get(symbol["symbolId"], 1)
+            order["profit"] = f"{sign * (float(fill) - float(position['openPrice'])) * size:.{account['digits']}f}"
+            position["lots"] = round(position["lots"] - lots, 8)
+            if position["lots"] <= 1e-9:
+                del self.positions[position_id]
+        elif not pending:
+            self.positions[position_id] = {
+                "account_id": account["accountId"],
+                "company_id": record.company_id,
+                "symbolId": symbol["symbolId"],
+                "direction": body["direction"],
+                "lots": lots,
+                "openPrice": fill,
+            }
         now_ms = int(self.clock() * 1000)
         self.orders.append(
             {
@@ -413,18 +518,23 @@ class SandboxState:
                 "account_id": account["accountId"],
                 "created_ms": now_ms,
                 "third_party_order": body.get("thirdPartyOrder"),
+                "pending": pending,
             }
         )
+        trade_type = str(body["tradeType"])
+        if pending:  # the vendor client refreshes its pending orders on this notice
+            self.publish(
+                record.company_id, trade_type, "notice", {"tradeType": body["tradeType"], "updateType": 2, "show": 0}
+            )
+            return order
         content = self.trade_content(record.company_id, account, symbol, order, body, lots)
         delay = self.config.order_push_delay
         if delay > 0:  # the fill push arrives later than the order's answer
-            timer = threading.Timer(
-                delay, self._publish_locked, (record.company_id, str(body["tradeType"]), "trade", content)
-            )
+            timer = threading.Timer(delay, self._publish_locked, (record.company_id, trade_type, "trade", content))
             timer.daemon = True
             timer.start()
         else:
-            self.publish(record.company_id, str(body["tradeType"]), "trade", content)
+            self.publish(record.company_id, trade_type, "trade", content)
         return order
 
     def _publish_locked(self, company_id: int, trade_type: str, msg_code: str, content: dict[str, Any]) -> None:
@@ -485,7 +595,7 @@ class SandboxState:
             "dealId": response["orderId"] + 5000,
             "bizType": request["bizType"],
             "direction": request["direction"],
-            "status": 2,
+            "status": 1 if placed.get("pending") else 2,
             "customerGroupId": data.CUSTOMER_GROUP_ID,
             "symbolId": request["symbolId"],
             "digits": response["digits"],
@@ -600,6 +710,39 @@ class SandboxState:
         if len(recent) < cfg.redeliver_on_resume:
             recent = [f for _, f in delivered[-cfg.redeliver_on_resume :]] if cfg.redeliver_on_resume else []
         stream.outbox.extendleft(reversed(recent))
+
+    def pnl_frame(self, company_id: int, trade_type: str) -> str | None:
+        """The profit-and-loss text frame of the company's account of ``trade_type`` (1: ``f(``, 2: ``g(``):
+        account figures, then one ``(positionId,profitLoss[,previewStopPrice])`` per open position."""
+        prefix = {"1": "f", "2": "g"}.get(trade_type)
+        if prefix is None:
+            return None
+        with self.lock:
+            accounts = [a for a in self.accounts_of(company_id) if str(a["tradeType"]) == trade_type]
+            if not accounts:
+                return None
+            account = accounts[0]
+            positions = []
+            for position_id, position in self.positions.items():
+                if position["company_id"] != company_id or position["account_id"] != account["accountId"]:
+                    continue
+                opened = float(position["openPrice"])
+                now = self.prices.get(position["symbolId"], opened)
+                sign = 1 if position["direction"] == 1 else -1
+                size = position["lots"] * data.CONTRACT_SIZES.get(position["symbolId"], 1)
+                positions.append((position_id, sign * (now - opened) * size, position["openPrice"]))
+        total = sum(p for _, p, _ in positions)
+        balance = float(account["balance"])
+        margin = float(account["margin"])
+        net = balance + total
+        ratio = f"{net / margin * 100:.2f}" if margin else "0"
+        head = f"{prefix}({total:.2f},{margin:.2f},{net - margin:.2f},{ratio},{net:.2f},{balance:.2f})"
+        parts = [head]
+        for position_id, profit, price in positions[-200:]:
+            parts.append(
+                f"({position_id},{profit:.2f},{price})" if trade_type == "2" else f"({position_id},{profit:.2f})"
+            )
+        return ";".join(parts)
 
     def stream_for_token(self, token: str) -> MsgStream | None:
         stream = self.streams.get(token)
