@@ -120,7 +120,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "MultiMarkets",
-                "python-modules": ["airflow_provider_multimarkets.triggers.msg_subscribe"],
+                "python-modules": [
+                    "airflow_provider_multimarkets.triggers.msg_subscribe",
+                    "airflow_provider_multimarkets.triggers.push_event",
+                ],
             }
         ],
         "connection-types": [

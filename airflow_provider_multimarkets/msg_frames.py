@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -273,6 +273,7 @@ class SubscriptionRecorder:
     :param inline_limit: how many pushes are also kept in memory (returned without a file).
     :param keep_recent: keep the last pushes, so that a condition set later (:meth:`set_until`)
         also matches a push that already arrived.
+    :param listener: called with each push once the log counts it (see :meth:`set_listener`).
     """
 
     log: PushLog = field(default_factory=lambda: PushLog(None))
@@ -290,6 +291,7 @@ class SubscriptionRecorder:
     inline: list[dict[str, Any]] = field(default_factory=list)
     until_frame: dict[str, Any] | None = None
     stop_reason: str | None = None
+    listener: Callable[[dict[str, Any]], None] | None = None
     _recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=256))
 
     def __post_init__(self) -> None:
@@ -297,8 +299,14 @@ class SubscriptionRecorder:
 
     def _attach(self) -> None:
         """Ask the log for each push only when something looks at pushes one by one (else: counts)."""
-        wanted = self.until is not None or self.inline_limit > 0 or self.keep_recent
+        wanted = self.until is not None or self.inline_limit > 0 or self.keep_recent or self.listener is not None
         self.log.on_push = self._on_push if wanted else None
+
+    def set_listener(self, listener: Callable[[dict[str, Any]], None] | None) -> None:
+        """From now on, call ``listener`` with every push the log counts: written here, or appended
+        by another writer of the same log (not those restored when it was opened before)."""
+        self.listener = listener
+        self._attach()
 
     def check_limits(self) -> None:
         """Stop when the log holds ``max_messages`` pushes (after a commit or a restore)."""
@@ -365,6 +373,8 @@ class SubscriptionRecorder:
         self.last_pnl[str(pnl["tradeType"])] = kept
 
     def _on_push(self, frame: dict[str, Any]) -> None:
+        if self.listener is not None:
+            self.listener(frame)
         if len(self.inline) < self.inline_limit:
             self.inline.append(frame)
         if self.keep_recent:

@@ -21,12 +21,20 @@ EXAMPLES = sorted(p.stem for p in (ROOT / "example_dags").glob("example_*.py"))
 TOKEN_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}push")
 
 
-def test_there_are_three_examples() -> None:
+def test_there_are_four_examples() -> None:
     assert EXAMPLES == [
         "example_multimarkets_account_report",
         "example_multimarkets_msg_token",
+        "example_multimarkets_on_fill",
         "example_multimarkets_order_tracking",
     ]
+
+
+def _event_driven() -> bool:
+    """Event-driven scheduling (AssetWatcher) exists: Airflow 3.0+."""
+    from airflow import __version__
+
+    return not __version__.startswith("2.")
 
 
 def test_dagbag_imports_all_examples_without_errors() -> None:
@@ -37,7 +45,8 @@ def test_dagbag_imports_all_examples_without_errors() -> None:
 
     bag = DagBag(dag_folder=str(ROOT / "example_dags"))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == set(EXAMPLES)
+    expected = set(EXAMPLES) if _event_driven() else set(EXAMPLES) - {"example_multimarkets_on_fill"}
+    assert set(bag.dag_ids) == expected
     order_dag = bag.dags["example_multimarkets_order_tracking"]
     assert getattr(order_dag, "schedule", getattr(order_dag, "schedule_interval", None)) is None  # manual only
     assert "places-orders" in bag.dags["example_multimarkets_order_tracking"].tags
@@ -209,3 +218,51 @@ def test_order_tracking_example_end_to_end(demo_sandbox: Any, capfd: pytest.Capt
     assert json.loads(Path(fill["json"]).read_text())["fill"]["deal_price"] == order["response"]["executePrice"]
     out = capfd.readouterr()
     _audit(demo_sandbox, dag_run, out.out + out.err, set(TOKEN_RE.findall("")))
+
+
+@pytest.mark.skipif(not _event_driven(), reason="event-driven scheduling needs Airflow 3")
+def test_on_fill_example_records_each_fill_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from airflow_provider_multimarkets.push_events import event_payload
+
+    dag = load_dag("example_multimarkets_on_fill")
+    task = dag.get_task("record_fills")
+    watchers = task.python_callable.__globals__["fills"].watchers
+    assert [w.name for w in watchers] == ["multimarkets_fills_watcher"]
+    classpath, kwargs = watchers[0].trigger.serialize()
+    assert classpath.endswith("MultiMarketsPushEventTrigger") and kwargs["final_only"] is True
+    monkeypatch.setitem(task.python_callable.__globals__, "FILLS_DIR", str(tmp_path / "fills"))
+
+    def push(order_id: int) -> dict[str, Any]:
+        return {
+            "msgCode": "trade",
+            "timestamp": 1_795_000_000_000 + order_id,
+            "seqId": order_id,
+            "content": {
+                "accountId": 1034124,
+                "bizType": "POSITION_OPEN",
+                "paramMap": {
+                    "orderId": str(order_id),
+                    "orderStatus": "2",
+                    "symbolName": "EURAUD",
+                    "dealPrice": "1.67",
+                    "dealAmount": "0.1",
+                },
+            },
+        }
+
+    def event(order_id: int, **flags: Any) -> Any:
+        return SimpleNamespace(extra={"from_trigger": True, "payload": event_payload(push(order_id), **flags)})
+
+    first = task.python_callable(run_id="r1", triggering_asset_events={"a": [event(1), event(2)]})
+    again = task.python_callable(run_id="r2", triggering_asset_events={"a": [event(2, replayed=True), event(3)]})
+    ledger = str(tmp_path / "fills" / "fills.jsonl")
+    assert first == {"written": 2, "duplicates": 0, "orders": ["1", "2"], "ledger": ledger}
+    assert again["written"] == 1 and again["duplicates"] == 1 and again["orders"] == ["3"]
+    rows = [json.loads(line) for line in (tmp_path / "fills" / "fills.jsonl").read_text().splitlines()]
+    assert [(r["order_id"], r["run_id"], r["symbol"], r["lots"], r["price"], r["status"]) for r in rows] == [
+        ("1", "r1", "EURAUD", "0.1", "1.67", "2"),
+        ("2", "r1", "EURAUD", "0.1", "1.67", "2"),
+        ("3", "r2", "EURAUD", "0.1", "1.67", "2"),
+    ]

@@ -144,6 +144,9 @@ class MultiMarketsMsgClient:
         neither cancels it nor loses its result. No acknowledgement within ``ack_grace`` seconds,
         or a refused one, ends the subscription without running it, unless
         ``callback_without_ack`` is set (then it runs after the grace period, with a warning).
+    :param on_push: called with every push once the push log counts it (written and flushed; or
+        appended by another writer of the same log), not with those the log held when it was
+        opened: the event trigger's way to turn pushes into events. It must not block.
     :param log: where to log (the trigger's or the operator's logger).
     """
 
@@ -152,6 +155,7 @@ class MultiMarketsMsgClient:
         spec: SubscriptionSpec,
         *,
         on_subscribed: Callable[[], Awaitable[str | None]] | None = None,
+        on_push: Callable[[dict[str, Any]], None] | None = None,
         ack_grace: float = 10.0,
         callback_without_ack: bool = False,
         log: logging.Logger | logging.LoggerAdapter[Any] | Any | None = None,
@@ -161,6 +165,7 @@ class MultiMarketsMsgClient:
         self._ws: Any = None
         self._push_log: PushLog | None = None
         self.on_subscribed = on_subscribed
+        self.on_push = on_push
         self.ack_grace = ack_grace
         self.callback_without_ack = callback_without_ack
         self._callback: asyncio.Future[str | None] | None = None
@@ -229,6 +234,8 @@ class MultiMarketsMsgClient:
                 recorder.log.open()
             except PushLogError as exc:
                 raise MultiMarketsMsgError(str(exc)) from None
+            if self.on_push is not None:
+                recorder.set_listener(self.on_push)
             recorder.check_limits()
             state.start(recorder)
             if recorder.restarts:

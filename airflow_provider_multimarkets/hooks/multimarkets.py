@@ -357,6 +357,33 @@ class MultiMarketsHook(BaseHook):
         mask_secret(token)
         return token
 
+    async def acall(
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        version: str | None = None,
+        group: str | None = None,
+        idempotent: bool = True,
+    ) -> Any:
+        """:meth:`call` from a coroutine (a trigger): the same signing, shared budget, retries and
+        typed errors, run in a worker thread so the event loop never blocks (waits for the budget,
+        back-off sleeps and the HTTP exchange included)."""
+        from asgiref.sync import sync_to_async
+
+        call = sync_to_async(self.call, thread_sensitive=False)
+        return await call(biz_type, payload, version=version, group=group, idempotent=idempotent)
+
+    async def aget_msg_token(self) -> str:
+        """:meth:`get_msg_token` from a coroutine (see :meth:`acall`); the token is masked."""
+        from asgiref.sync import sync_to_async
+
+        from airflow_provider_multimarkets._compat import amask_secret
+
+        token = await sync_to_async(self.get_msg_token, thread_sensitive=False)()
+        await amask_secret(token)
+        return token
+
     def test_connection(self) -> tuple[bool, str]:
         """One cheap signed call (``getMsgPushToken``) to check host, keys, clock and IP whitelist.
 

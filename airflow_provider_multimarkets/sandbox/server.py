@@ -76,6 +76,7 @@ class SandboxApp:
         app.router.add_post("/_sandbox/fault", self.admin_fault)
         app.router.add_post("/_sandbox/config", self.admin_config)
         app.router.add_post("/_sandbox/ws/send", self.admin_ws_send)
+        app.router.add_post("/_sandbox/tokens/expire", self.admin_expire_tokens)
         app.on_startup.append(self._start_stream)
         app.on_shutdown.append(self._shutdown)
         return app
@@ -112,6 +113,9 @@ class SandboxApp:
                 {
                     "token_tail": s.token[-6:],
                     "connections": s.connections,
+                    "attached": s.attached,
+                    "expired": s.expired,
+                    "trade_types": sorted(s.trade_types),
                     "pushed": s.pushed,
                     "seq_ids": [frame["seqId"] for _, frame in s.delivered],
                 }
@@ -138,6 +142,16 @@ class SandboxApp:
             if name in spec:
                 setattr(ws, name, spec[name])
         return web.json_response({"ok": True})
+
+    async def admin_expire_tokens(self, request: web.Request) -> web.Response:
+        """Expire every msg token issued so far, as the platform does when a token's time is up: its
+        connections are closed (4001) and a login with it is refused (``subscribe_fail``)."""
+        with self.state.lock:
+            expired = self.state.expire_tokens()
+        targets = [c for c in list(self.logged_in) if c.stream is not None and c.stream.token in expired]
+        for conn in targets:
+            await conn.ws.close(code=WS_CLOSE_AUTH, message=b"msg token expired")
+        return web.json_response({"expired": len(expired), "closed": len(targets)})
 
     async def admin_ws_send(self, request: web.Request) -> web.Response:
         """Send a vendor frame kind to the logged-in message connections.

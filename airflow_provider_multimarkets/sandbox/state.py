@@ -136,6 +136,7 @@ class MsgStream:
     attached: bool = False
     wake: Callable[[], None] | None = None
     pushed: int = 0
+    expired: bool = False
     detached_at: float | None = None
     """When the last connection of this stream ended (monotonic): what it was sent just before may
     never have been read."""
@@ -744,9 +745,18 @@ class SandboxState:
             )
         return ";".join(parts)
 
+    def expire_tokens(self) -> set[str]:
+        """Expire every msg token issued so far (their streams are kept, for the delivery log)."""
+        expired = set()
+        for stream in self.streams.values():
+            if not stream.expired:
+                stream.expired = True
+                expired.add(stream.token)
+        return expired
+
     def stream_for_token(self, token: str) -> MsgStream | None:
         stream = self.streams.get(token)
-        if stream is None or self.clock() - stream.issued_at > self.config.token_ttl:
+        if stream is None or stream.expired or self.clock() - stream.issued_at > self.config.token_ttl:
             return None
         return stream
 
