@@ -225,7 +225,12 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
                         f"{TOKEN_REFUSAL_WINDOW:g} s of fetching it: {message} Check the connection's app_id and "
                         "the apiKey's permissions."
                     )
-                self.log.warning("MultiMarkets push watcher: %s Fetching a new msg token.", message)
+                self.log.warning(
+                    "MultiMarkets push watcher: the message WebSocket refused its msg token; fetching a new one "
+                    "(refusal %d in a row). Detail: %s",
+                    refusals,
+                    message,
+                )
                 token, fetched_at = await self._new_token(token_path), time.monotonic()
                 continue
             outages += 1
