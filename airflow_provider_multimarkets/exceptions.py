@@ -161,3 +161,8 @@ class MultiMarketsMsgError(MultiMarketsError):
 
 class MultiMarketsMsgAuthError(MultiMarketsMsgError):
     """The message WebSocket rejected the token (unknown, expired or already used elsewhere)."""
+
+
+class MultiMarketsPagingError(MultiMarketsError):
+    """A paged query did not add up: its total changed while paging, the records that arrived
+    disagree with the total, or it has more pages than allowed. Nothing partial should be kept."""

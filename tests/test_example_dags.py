@@ -21,9 +21,10 @@ EXAMPLES = sorted(p.stem for p in (ROOT / "example_dags").glob("example_*.py"))
 TOKEN_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}push")
 
 
-def test_there_are_four_examples() -> None:
+def test_there_are_five_examples() -> None:
     assert EXAMPLES == [
         "example_multimarkets_account_report",
+        "example_multimarkets_daily_reconciliation",
         "example_multimarkets_msg_token",
         "example_multimarkets_on_fill",
         "example_multimarkets_order_tracking",

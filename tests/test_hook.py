@@ -58,7 +58,12 @@ def test_header_set_and_signature(demo_conn: dict[str, Any], requests_mock: Any)
     hook = MultiMarketsHook()
     payload = {"symbolId": 720, "bizType": 1, "remark": None, "requestPrice": "2225", "direction": 1}
     assert hook.call(
-        "tradeapi.app.CfdMMOrderApiService.addMarketOrder", payload, version="0.0.1", group="tradeApi", idempotent=False
+        "tradeapi.app.CfdMMOrderApiService.addMarketOrder",
+        payload,
+        version="0.0.1",
+        group="tradeApi",
+        idempotent=False,
+        check=False,
     ) == {"orderId": 1}
     req = requests_mock.request_history[0]
     h = req.headers

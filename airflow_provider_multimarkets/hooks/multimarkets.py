@@ -10,7 +10,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,7 @@ class MultiMarketsHook(BaseHook):
         self.multimarkets_conn_id = multimarkets_conn_id
         #: who makes the calls, for error messages ("the Airflow API server" for the UI's Test button)
         self._where = "this worker"
+        self._undocumented_warned: set[str] = set()
         self._overrides: dict[str, Any] = {
             "timeout": timeout,
             "max_retries": max_retries,
@@ -270,19 +271,24 @@ class MultiMarketsHook(BaseHook):
         version: str | None = None,
         group: str | None = None,
         idempotent: bool = True,
+        check: bool = True,
     ) -> Any:
         """Sign and send one Open API call; return the envelope's ``data``.
 
         :param biz_type: the interface's bizType, e.g. ``getMsgPushToken``.
         :param payload: the JSON body (a dict); ``None`` sends ``{}``.
-        :param version: the ``version`` header some interfaces require (e.g. ``0.0.1``).
-        :param group: the ``group`` header some interfaces require (e.g. ``tradeApi``).
+        :param version: the ``version`` header some interfaces require (e.g. ``0.0.1``); by default
+            the one the vendor's OpenAPI documents for ``biz_type`` (:mod:`..endpoints`).
+        :param group: the ``group`` header (e.g. ``tradeApi``); documented default as for ``version``.
         :param idempotent: ``False`` for calls that must never run twice (order placement): then
             only failures where the request provably was not sent are retried.
+        :param check: check the payload against the documented body first (required fields, JSON
+            types) and raise :class:`MultiMarketsConfigError` before anything is sent.
         :raises MultiMarketsError: a typed subclass for every failure.
         """
         from airflow_provider_multimarkets.retry import retryable_error
 
+        version, group = self._documented(biz_type, payload, version, group, check=check)
         policy = self.retry_policy
         budget = self.budget
         # The slow first-use work (imports, key parsing, the session) happens before a unit of budget
@@ -323,6 +329,103 @@ class MultiMarketsHook(BaseHook):
                     delay,
                 )
                 time.sleep(delay)
+
+    def paginate(
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        page_size: int = 100,
+        max_pages: int = 1000,
+        version: str | None = None,
+        group: str | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield the records of a paged query, one list per page (``current`` 1, 2, ...; ``size`` ``page_size``).
+
+        Every page is one :meth:`call`, within the apiKey's shared budget. How the answer pages
+        (``records``/``list``, ``total``/``totalPage``, or a bare array) comes from the endpoint
+        catalogue. It stops at the last page and raises :class:`MultiMarketsPagingError` when the
+        query does not add up: the total changes between pages (rows arrived or left while paging),
+        the records that arrived disagree with the total, or there are more than ``max_pages`` pages.
+        The caller then drops what it got and runs the query again (narrower, or later).
+        """
+        from airflow_provider_multimarkets.endpoints import endpoint, read_page
+        from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
+
+        spec = endpoint(biz_type)
+        if spec is None or spec.paging is None:
+            raise MultiMarketsConfigError(
+                f"{biz_type} does not page: the vendor's OpenAPI documents no current/size for it. Use call()."
+            )
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 1000:
+            raise MultiMarketsConfigError(f"page_size must be an integer from 1 to 1000, not {page_size!r}.")
+        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
+            raise MultiMarketsConfigError(f"max_pages must be a positive integer, not {max_pages!r}.")
+        paging, body = spec.paging, dict(payload or {})
+        first_total: int | None = None
+        received = 0
+        for page in range(1, max_pages + 2):
+            if page > max_pages:
+                raise MultiMarketsPagingError(
+                    f"{biz_type}: more than max_pages={max_pages} pages of {page_size} records. Narrow the query (a "
+                    "shorter time range) or raise max_pages."
+                )
+            data = self.call(biz_type, {**body, "current": page, "size": page_size}, version=version, group=group)
+            records, total = read_page(paging, data, biz_type)
+            if page == 1:
+                first_total = total
+            elif total is not None and total != first_total:
+                raise MultiMarketsPagingError(
+                    f"{biz_type}: the {paging.total_key} changed from {first_total} to {total} at page {page}: rows "
+                    "arrived or left while paging, so pages may overlap or skip rows. Run the query again, or over "
+                    "a closed time range."
+                )
+            received += len(records)
+            if records:
+                yield records
+            last = len(records) < page_size
+            if paging.total_key == "total" and first_total is not None:
+                last = last or received >= first_total
+            elif paging.total_key == "totalPage" and first_total is not None:
+                last = last or page >= first_total
+            if last:
+                break
+        if paging.total_key == "total" and first_total is not None and received != first_total:
+            raise MultiMarketsPagingError(
+                f"{biz_type}: total says {first_total} records, {received} arrived. Run the query again."
+            )
+        if paging.total_key == "totalPage" and first_total is not None and page < first_total:
+            raise MultiMarketsPagingError(
+                f"{biz_type}: totalPage says {first_total} pages, page {page} was short. Run the query again."
+            )
+
+    def _documented(
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None,
+        version: str | None,
+        group: str | None,
+        *,
+        check: bool,
+    ) -> tuple[str | None, str | None]:
+        """The headers the catalogue documents for ``biz_type`` where the caller gave none; the payload
+        checked against the documented body. An undocumented bizType is sent as given, with a warning."""
+        from airflow_provider_multimarkets.endpoints import check_payload, endpoint
+
+        _check_biz_type(biz_type)
+        spec = endpoint(biz_type)
+        if spec is None:
+            if biz_type not in self._undocumented_warned:
+                self._undocumented_warned.add(biz_type)
+                self.log.warning(
+                    "bizType %s is not in the vendor's OpenAPI (the provider's endpoint catalogue): sent as given, "
+                    "without documented version/group headers or a check of its fields. Check the spelling.",
+                    biz_type,
+                )
+            return version, group
+        if check and isinstance(payload, Mapping):
+            check_payload(spec, dict(payload))
+        return version or spec.version, group or spec.group
 
     def _send_once(
         self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None

@@ -77,6 +77,7 @@ class SandboxApp:
         app.router.add_post("/_sandbox/config", self.admin_config)
         app.router.add_post("/_sandbox/ws/send", self.admin_ws_send)
         app.router.add_post("/_sandbox/tokens/expire", self.admin_expire_tokens)
+        app.router.add_post("/_sandbox/discrepancy", self.admin_discrepancy)
         app.on_startup.append(self._start_stream)
         app.on_shutdown.append(self._shutdown)
         return app
@@ -142,6 +143,17 @@ class SandboxApp:
             if name in spec:
                 setattr(ws, name, spec[name])
         return web.json_response({"ok": True})
+
+    async def admin_discrepancy(self, request: web.Request) -> web.Response:
+        """Seed a disagreement between orders and trade records: ``{"kind": "missing_trade_record",
+        "order_id": 123}`` or ``{"kind": "unmatched_trade_record"}`` (company: the sandbox's)."""
+        spec = await request.json()
+        companies = {r.company_id for r in self.state.keys.values()}
+        try:
+            seeded = [self.state.seed_discrepancy(spec.get("kind", ""), c, spec.get("order_id")) for c in companies]
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        return web.json_response({"seeded": seeded})
 
     async def admin_expire_tokens(self, request: web.Request) -> web.Response:
         """Expire every msg token issued so far, as the platform does when a token's time is up: its

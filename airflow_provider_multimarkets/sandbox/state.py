@@ -33,6 +33,12 @@ BIZ_SYMBOLS = "config.app.AppSymbolDubboService.getSymbolBaseList"
 BIZ_ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
 BIZ_ORDER_ISOLATED = "tradeapi.app.OrderApiService.addMarketOrder"
 BIZ_ORDER_PAGE = "tradeapi.app.OrderApiService.queryOrderPage"
+BIZ_TRADE_RECORDS = "tradeapi.app.OrderApiService.queryTradeRecordPage"
+BIZ_CAPITAL_FLOW = "tradeapi.app.OrderApiService.queryCapitalFlowList"
+BIZ_POSITION_PAGE = "tradeapi.app.PositionApiService.queryPositionPage"
+#: capital-flow business types the sandbox books (codes and names are the sandbox's: the spec lists none)
+FLOW_COMMISSION, FLOW_CLOSE_PROFIT = 12, 11
+FLOW_NAMES = {FLOW_COMMISSION: "Trading commission", FLOW_CLOSE_PROFIT: "Position close profit and loss"}
 THIRD_PARTY_ORDER_RE = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 REQUIRED_HEADERS = ("companyId", "trace", "timestamp", "apiKey", "signature")
 TRADE_TYPES = {"1", "2", "5", "6"}
@@ -172,6 +178,10 @@ class SandboxState:
         self.orders: list[dict[str, Any]] = []
         #: open positions by positionId: account, symbol, direction, lots left, open price
         self.positions: dict[int, dict[str, Any]] = {}
+        #: seeded discrepancies, for reconciliation scenarios: orders whose trade record is withheld,
+        #: and trade records of fills that have no order here
+        self.withheld_trade_records: set[int] = set()
+        self.unmatched_trade_records: list[dict[str, Any]] = []
         #: (arrival time, bizType, HTTP status, envelope code) of every handled request, for scenarios
         #: that check the gateway's view: calls in any 60 s, calls received during a ban
         self.call_log: deque[tuple[float, str, int, str]] = deque(maxlen=200_000)
@@ -332,6 +342,9 @@ class SandboxState:
             BIZ_ORDER_CROSS: lambda r, b, h: self._order(r, b, isolated=False),
             BIZ_ORDER_ISOLATED: lambda r, b, h: self._order(r, b, isolated=True),
             BIZ_ORDER_PAGE: self._order_page,
+            BIZ_TRADE_RECORDS: self._trade_record_page,
+            BIZ_CAPITAL_FLOW: self._capital_flow_page,
+            BIZ_POSITION_PAGE: self._position_page,
         }
 
     # ---- endpoints ------------------------------------------------------------------------------
@@ -503,6 +516,9 @@ class SandboxState:
                 del self.positions[position_id]
         elif not pending:
             self.positions[position_id] = {
+                "order_id": self._next_order,
+                "open_ms": int(self.clock() * 1000),
+                "third_party_order": body.get("thirdPartyOrder"),
                 "account_id": account["accountId"],
                 "company_id": record.company_id,
                 "symbolId": symbol["symbolId"],
@@ -542,20 +558,23 @@ class SandboxState:
         with self.lock:
             self.publish(company_id, trade_type, msg_code, content)
 
-    def _order_page(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
-        """``queryOrderPage`` (isolated margin): the orders placed here, newest first, filtered and paged."""
-        trade_type = body.get("tradeType")
-        if trade_type in (None, ""):
-            raise BizError("CFDWBWE000005", "tradeType must not be empty")
+    @staticmethod
+    def _query_body(
+        body: dict[str, Any], *, required: tuple[str, ...], integers: tuple[str, ...], strings: tuple[str, ...]
+    ) -> tuple[dict[str, Any], int, int]:
+        """Validate a query body as the spec types it: (integer filters given, current, size)."""
+        for name in required:
+            if body.get(name) in (None, ""):
+                raise BizError("CFDWBWE000005", f"{name} must not be empty")
         filters = {}
-        for name in ("tradeType", "accountId", "bizType", "direction", "status", "symbolId", "positionId"):
+        for name in integers:
             value = body.get(name)
             if value in (None, ""):
                 continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise BizError("CFDWBWE000006", f"{name} has a wrong format")
             filters[name] = value
-        for name in ("thirdPartyOrder", "orderIds", "accountCurrency", "querySource"):
+        for name in strings:
             value = body.get(name)
             if value not in (None, "") and not isinstance(value, str):
                 raise BizError("CFDWBWE000006", f"{name} has a wrong format")
@@ -564,9 +583,20 @@ class SandboxState:
             value = body.get(name, default)
             if value in (None, ""):
                 value = default
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > 10_000:
                 raise BizError("CFDWBWE000006", f"{name} has a wrong format")
             pages[name] = value
+        return filters, pages["current"], pages["size"]
+
+    def _order_page(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``queryOrderPage`` (isolated margin): the orders placed here, newest first, filtered and paged."""
+        filters, current, size = self._query_body(
+            body,
+            required=("tradeType",),
+            integers=("tradeType", "accountId", "bizType", "direction", "status", "symbolId", "positionId"),
+            strings=("thirdPartyOrder", "orderIds", "accountCurrency", "querySource"),
+        )
+        pages = {"current": current, "size": size}
         wanted_ids = {s.strip() for s in str(body.get("orderIds") or "").split(",") if s.strip()}
         rows = []
         for placed in reversed(self.orders):
@@ -587,6 +617,211 @@ class SandboxState:
             "total": len(rows),
             "records": rows[start : start + pages["size"]],
         }
+
+    def _filled(self, company_id: int) -> list[dict[str, Any]]:
+        return [o for o in self.orders if o["company_id"] == company_id and not o.get("pending")]
+
+    def trade_record(self, placed: dict[str, Any]) -> dict[str, Any]:
+        """A fill as the documented trade record list shows it."""
+        request, response = placed["request"], placed["response"]
+        contract = data.CONTRACT_SIZES.get(request["symbolId"], 1)
+        amount = float(response["tradeVolume"]) * contract * float(response["executePrice"] or 0)
+        return {
+            "symbolId": request["symbolId"],
+            "orderId": response["orderId"],
+            "bizType": request["bizType"],
+            "symbolName": response["symbolName"],
+            "direction": request["direction"],
+            "requestPrice": str(request["requestPrice"]),
+            "executePrice": response["executePrice"],
+            "executeNum": response["tradeVolume"],
+            "executeTime": placed["created_ms"],
+            "commission": response["fee"],
+            "profitLoss": response["profit"],
+            "overnightInterest": "0",
+            "accountCurrency": request.get("accountCurrency"),
+            "dealId": response["orderId"] + 5000,
+            "positionId": response["positionId"],
+            "realExecuteNum": response["tradeVolume"],
+            "executeAmount": f"{amount:.2f}",
+            "source": request.get("source") or "OpenAPI",
+            "thirdPartyOrder": request.get("thirdPartyOrder"),
+            "accountId": placed["account_id"],
+            "tradeType": request["tradeType"],
+        }
+
+    def _trade_record_page(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``queryTradeRecordPage`` (isolated margin): one record per fill, filtered, sorted and paged."""
+        filters, current, size = self._query_body(
+            body,
+            required=("tradeType", "sortFieldName", "sortType"),
+            integers=("tradeType", "symbolId", "direction", "orderType", "executeStartTime", "executeEndTime"),
+            strings=("accountIds", "sortFieldName", "sortType", "querySource", "thirdPartyOrder"),
+        )
+        sort_type = str(body["sortType"]).lower()
+        if sort_type not in ("asc", "desc"):
+            raise BizError("CFDWBWE000006", "sortType has a wrong format (asc or desc)")
+        accounts = {a.strip() for a in str(body.get("accountIds") or "").split(",") if a.strip()}
+        start, end = filters.pop("executeStartTime", None), filters.pop("executeEndTime", None)
+        filters.pop("orderType", None)
+        rows = [
+            self.trade_record(o)
+            for o in self._filled(record.company_id)
+            if o["response"]["orderId"] not in self.withheld_trade_records
+        ]
+        rows += [
+            dict(r) for r in self.unmatched_trade_records if r.get("companyId", record.company_id) == record.company_id
+        ]
+        rows = [
+            r
+            for r in rows
+            if all(r.get(k) == v for k, v in filters.items())
+            and (not accounts or str(r["accountId"]) in accounts)
+            and (start is None or r["executeTime"] >= start)
+            and (end is None or r["executeTime"] < end)
+            and (not body.get("thirdPartyOrder") or r["thirdPartyOrder"] == body["thirdPartyOrder"])
+        ]
+        field_name = str(body["sortFieldName"])
+        rows.sort(key=lambda r: (r.get(field_name) is None, r.get(field_name) or 0), reverse=sort_type == "desc")
+        begin = (current - 1) * size
+        account = self.accounts_of(record.company_id)[0]
+        return {
+            "accountId": account["accountId"],
+            "companyId": record.company_id,
+            "customerId": data.CUSTOMER_ID,
+            "customerNo": "86001308",
+            "current": current,
+            "size": size,
+            "totalPage": (len(rows) + size - 1) // size,
+            "bizTypeText": None,
+            "list": rows[begin : begin + size],
+        }
+
+    def seed_discrepancy(self, kind: str, company_id: int, order_id: int | None = None) -> dict[str, Any]:
+        """Make the books disagree, for reconciliation scenarios: ``missing_trade_record`` withholds the
+        trade record of ``order_id`` (default: the last fill); ``unmatched_trade_record`` adds a trade
+        record whose order does not exist."""
+        with self.lock:
+            if kind == "missing_trade_record":
+                filled = self._filled(company_id)
+                if order_id is None:
+                    if not filled:
+                        raise ValueError("no fill yet: place an order first")
+                    order_id = int(filled[-1]["response"]["orderId"])
+                self.withheld_trade_records.add(int(order_id))
+                return {"kind": kind, "orderId": int(order_id)}
+            if kind == "unmatched_trade_record":
+                filled = self._filled(company_id)
+                base = self.trade_record(filled[-1]) if filled else {}
+                self._next_order += 1
+                ghost = {
+                    **base,
+                    "orderId": self._next_order + 900_000,
+                    "dealId": self._next_order + 905_000,
+                    "executeTime": int(self.clock() * 1000),
+                    "thirdPartyOrder": None,
+                    "companyId": company_id,
+                }
+                self.unmatched_trade_records.append(ghost)
+                return {"kind": kind, "orderId": ghost["orderId"]}
+        raise ValueError(f"unknown discrepancy {kind!r}: missing_trade_record or unmatched_trade_record")
+
+    def capital_flows(self, company_id: int) -> list[dict[str, Any]]:
+        """The account bookings of the fills: a commission for each, the realised profit of each close."""
+        flows = []
+        for placed in self._filled(company_id):
+            response, request = placed["response"], placed["request"]
+            bookings = [(FLOW_COMMISSION, -float(response["fee"] or 0))]
+            if response.get("openOrClose") == 2:
+                bookings.append((FLOW_CLOSE_PROFIT, float(response["profit"] or 0)))
+            for number, (business_type, amount) in enumerate(bookings):
+                flows.append(
+                    {
+                        "remark": None,
+                        "createTime": placed["created_ms"],
+                        "updateTime": placed["created_ms"],
+                        "subjectId": placed["account_id"],
+                        "bookkeepId": response["orderId"] * 10 + number,
+                        "amountIn": f"{max(amount, 0):.2f}",
+                        "amountOut": f"{max(-amount, 0):.2f}",
+                        "status": 1,
+                        "amountAfter": None,
+                        "businessType": business_type,
+                        "businessType1": business_type,
+                        "customerNo": "86001308",
+                        "digits": str(request.get("accountDigits", 2)),
+                        "currency": request.get("accountCurrency"),
+                        "businessTypeName": FLOW_NAMES[business_type],
+                        "businessType1Name": FLOW_NAMES[business_type],
+                        "accountId": placed["account_id"],
+                        "orderId": response["orderId"],
+                        "dealId": response["orderId"] + 5000,
+                        "tradeType": request["tradeType"],
+                    }
+                )
+        return flows
+
+    def _capital_flow_page(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+        """``queryCapitalFlowList`` (isolated margin): the account's bookings, newest first, paged."""
+        filters, current, size = self._query_body(
+            body,
+            required=("tradeType",),
+            integers=("tradeType", "accountId", "businessType", "status", "startTime", "endTime", "operate"),
+            strings=(),
+        )
+        start, end = filters.pop("startTime", None), filters.pop("endTime", None)
+        filters.pop("operate", None)
+        rows = [
+            f
+            for f in reversed(self.capital_flows(record.company_id))
+            if all(f.get(k) == v for k, v in filters.items())
+            and (start is None or f["createTime"] >= start)
+            and (end is None or f["createTime"] < end)
+        ]
+        begin = (current - 1) * size
+        return {"total": len(rows), "size": size, "current": current, "records": rows[begin : begin + size]}
+
+    def _position_page(self, record: ApiKeyRecord, body: dict[str, Any], headers: dict[str, str]) -> list[Any]:
+        """``queryPositionPage`` (isolated margin): the open positions, newest first; the data is the page's array."""
+        filters, current, size = self._query_body(
+            body,
+            required=("tradeType",),
+            integers=("tradeType", "accountId", "status", "orderId", "dealId", "symbolId", "startTime", "endTime"),
+            strings=("accountCurrency", "sortFieldName", "sortType", "querySource", "thirdPartyOrder"),
+        )
+        start, end = filters.pop("startTime", None), filters.pop("endTime", None)
+        filters.pop("status", None)
+        rows = []
+        for position_id, position in sorted(self.positions.items(), reverse=True):
+            if position["company_id"] != record.company_id:
+                continue
+            symbol = self.symbols.get(position["symbolId"], {})
+            row = {
+                "positionId": position_id,
+                "orderId": position.get("order_id"),
+                "dealId": (position.get("order_id") or 0) + 5000,
+                "status": "1",
+                "direction": position["direction"],
+                "symbolId": position["symbolId"],
+                "symbolName": symbol.get("symbolName"),
+                "openPrice": position["openPrice"],
+                "openNum": f"{position['lots']:g}",
+                "volume": f"{position['lots']:g}",
+                "openTime": position.get("open_ms"),
+                "openContractSize": data.CONTRACT_SIZES.get(position["symbolId"], 1),
+                "thirdPartyOrder": position.get("third_party_order"),
+                "accountId": position["account_id"],
+                "tradeType": 2,
+            }
+            if any(row.get(k) != v for k, v in filters.items()):
+                continue
+            if (start is not None and (row["openTime"] or 0) < start) or (
+                end is not None and (row["openTime"] or 0) >= end
+            ):
+                continue
+            rows.append(row)
+        begin = (current - 1) * size
+        return rows[begin : begin + size]
 
     def order_record(self, placed: dict[str, Any]) -> dict[str, Any]:
         """An order as the documented order list shows it (market orders fill at once here)."""
