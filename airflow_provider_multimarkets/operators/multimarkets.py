@@ -18,10 +18,13 @@ class MultiMarketsOperator(BaseOperator):
         ``customer.app.CustomerWebApiService.findCustomerInfo``. Templated.
     :param payload: the JSON body (a dict, templated; ``render_template_as_native_obj`` keeps
         numbers as numbers). ``None`` sends ``{}``.
-    :param version: the ``version`` header, when the interface asks for one (e.g. ``0.0.1``).
-    :param group: the ``group`` header, when the interface asks for one (e.g. ``tradeApi``).
+    :param version: the ``version`` header (e.g. ``0.0.1``); default: the one the vendor's OpenAPI
+        documents for ``biz_type`` (the provider's endpoint catalogue).
+    :param group: the ``group`` header (e.g. ``tradeApi``); documented default as for ``version``.
     :param idempotent: set ``False`` for calls that must never run twice, such as order
         placement: only failures where the request provably was not sent are then retried.
+    :param check_payload: check the payload against the documented body (required fields, JSON
+        types) before signing, and fail naming the field; ``False`` sends it as it is.
     :param multimarkets_conn_id: the ``multimarkets`` connection to use.
     """
 
@@ -37,10 +40,12 @@ class MultiMarketsOperator(BaseOperator):
         version: str | None = None,
         group: str | None = None,
         idempotent: bool = True,
+        check_payload: bool = True,
         multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.check_payload = check_payload
         self.biz_type = biz_type
         self.payload = payload
         self.version = version
@@ -78,6 +83,7 @@ class MultiMarketsOperator(BaseOperator):
                 version=self.version,
                 group=self.group,
                 idempotent=self.idempotent,
+                check=self.check_payload,
             )
         self.log.info("MultiMarkets %s succeeded.", self.biz_type)
         return data
