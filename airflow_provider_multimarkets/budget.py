@@ -480,11 +480,9 @@ class CallBudget:
 
 def default_budget_dir() -> str:
     """``$MULTIMARKETS_BUDGET_DIR``, else ``$AIRFLOW_HOME/multimarkets-budget`` (``~/airflow`` by default)."""
-    explicit = os.environ.get("MULTIMARKETS_BUDGET_DIR")
-    if explicit:
-        return explicit
-    home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
-    return os.path.join(home, "multimarkets-budget")
+    from airflow_provider_multimarkets.local_dirs import local_dir
+
+    return local_dir("MULTIMARKETS_BUDGET_DIR", "multimarkets-budget")
 
 
 __all__ = [

@@ -116,6 +116,15 @@ def decode_frame(raw: str | bytes) -> str | None:
         return None
 
 
+def parse_line(line: bytes | str) -> dict[str, Any] | None:
+    """One line of a push log as a push, or ``None`` when it is not a JSON object (unreadable)."""
+    try:
+        frame = json.loads(line)
+    except ValueError:
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
 def as_line(frame: dict[str, Any], text: str) -> bytes:
     """The log line of a push, without its newline: its text as received, unless that spans lines."""
     if "\n" in text or "\r" in text:  # whitespace between tokens (JSON strings cannot hold them raw)
@@ -288,11 +297,8 @@ class PushLog:
     def _take_line(self, line: bytes) -> None:
         if not line.strip():
             return
-        try:
-            frame = json.loads(line)
-        except ValueError:
-            frame = None
-        if not isinstance(frame, dict):
+        frame = parse_line(line)
+        if frame is None:
             self.unreadable_lines += 1
             return
         identity = push_identity(frame, line)
@@ -440,11 +446,9 @@ def _write_error(path: str, exc: OSError, action: str) -> PushLogError:
 
 def default_push_dir() -> str:
     """``$MULTIMARKETS_PUSH_DIR``, else ``$AIRFLOW_HOME/multimarkets-pushes`` (``~/airflow`` by default)."""
-    explicit = os.environ.get("MULTIMARKETS_PUSH_DIR")
-    if explicit:
-        return explicit
-    home = os.environ.get("AIRFLOW_HOME") or os.path.join(os.path.expanduser("~"), "airflow")
-    return os.path.join(home, "multimarkets-pushes")
+    from airflow_provider_multimarkets.local_dirs import local_dir
+
+    return local_dir("MULTIMARKETS_PUSH_DIR", "multimarkets-pushes")
 
 
 def spool_path_for(dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:

@@ -19,7 +19,6 @@ credential chain, e.g. the ``AWS_*`` environment).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -27,7 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from airflow_provider_multimarkets.push_log import PushLog, PushLogError, push_identity
+from airflow_provider_multimarkets.push_log import PushLog, PushLogError, parse_line, push_identity
 
 SEGMENT_NAME = re.compile(r"part-(\d{13}-\d+)-(\d{6})\.jsonl$")
 
@@ -153,11 +152,8 @@ def iter_segment_lines(url: str, dedup_window: int = 200_000) -> Iterator[str]:
             for line in fs.cat_file(name).split(b"\n"):
                 if not line.strip():
                     continue
-                try:
-                    frame = json.loads(line)
-                except ValueError:
-                    frame = None
-                if isinstance(frame, dict):
+                frame = parse_line(line)
+                if frame is not None:
                     key = push_identity(frame, line)
                     if key in seen:
                         continue

@@ -187,3 +187,17 @@ def airflow_db() -> Path:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     return _HOME
+
+
+def run_subscription(*, window: float = 20.0, backoff: float = 0.05, **kwargs: Any) -> dict[str, Any]:
+    """Run the subscription trigger in this process until its event: a ``window``-second deadline
+    and a quick reconnect backoff unless the test gives its own."""
+    import asyncio
+    import time
+
+    from airflow_provider_multimarkets.operators.msg_subscribe import _first_event
+    from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
+
+    kwargs.setdefault("deadline", time.time() + window)
+    kwargs.setdefault("reconnect_backoff", backoff)
+    return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import json
 import threading
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ORDER_BIZ_TYPE, ORDER_BODY, load_dag, set_connection, ti_states, xcom_value
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, load_dag, run_subscription, set_connection, ti_states, xcom_value
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
@@ -19,7 +18,7 @@ from airflow_provider_multimarkets.exceptions import (
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.msg_frames import build_frame
-from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator, _first_event
+from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
 
@@ -27,9 +26,7 @@ ORDER = ORDER_BIZ_TYPE
 
 
 def run_trigger(**kwargs: Any) -> dict[str, Any]:
-    kwargs.setdefault("deadline", time.time() + 20)
-    kwargs.setdefault("reconnect_backoff", 0.05)
-    return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))
+    return run_subscription(**kwargs)
 
 
 @pytest.fixture

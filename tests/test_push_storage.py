@@ -7,7 +7,6 @@ segments and take each push once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import time
@@ -16,23 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import set_connection
+from conftest import run_subscription, set_connection
 
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.operators.msg_subscribe import _first_event
 from airflow_provider_multimarkets.operators.report import MultiMarketsPushReportOperator
 from airflow_provider_multimarkets.push_log import iter_push_lines
 from airflow_provider_multimarkets.sandbox import SandboxConfig
-from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
 
 def run_trigger(**kwargs: Any) -> dict[str, Any]:
-    kwargs.setdefault("deadline", time.time() + 30)
-    kwargs.setdefault("reconnect_backoff", 0.05)
-    return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))
+    return run_subscription(window=30, **kwargs)
 
 
 @pytest.fixture

@@ -17,10 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import set_connection
-
-from airflow_provider_multimarkets.operators.msg_subscribe import _first_event
-from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
+from conftest import run_subscription, set_connection
 
 Handler = Callable[[Any, int], Awaitable[None]]
 
@@ -99,10 +96,8 @@ def use_ws(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Non
 
 def run(**kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("token", "t" * 40)
-    kwargs.setdefault("deadline", time.time() + 20)
-    kwargs.setdefault("reconnect_backoff", 0.02)
     kwargs.setdefault("ping_interval", 5)
-    return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))
+    return run_subscription(backoff=0.02, **kwargs)
 
 
 def lines(path: Path) -> list[dict[str, Any]]:
