@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_multimarkets.push_log import PushLog
+from airflow_provider_multimarkets.push_log import PushLog, frame_loads
 
 CLIENT_MSG_TYPES = ("login", "subscribe_asset", "cancel_subscribe_asset", "ping", "logout")
 #: Frames that answer a client frame rather than push data (``pong`` answers ``ping``,
@@ -109,7 +109,7 @@ def build_frame(
 def parse_server_frame(text: str | bytes) -> dict[str, Any] | None:
     """The frame as a dict, or ``None`` when it is not a JSON object (malformed)."""
     try:
-        frame = json.loads(text)
+        frame = frame_loads()(text)
     except (ValueError, UnicodeDecodeError):
         return None
     return frame if isinstance(frame, dict) else None

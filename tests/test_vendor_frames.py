@@ -324,3 +324,43 @@ def test_one_backoff_rule_for_calls_and_reconnects() -> None:
     assert backoff_delay(10_000, 1.0, 30.0, rand=lambda: 1.0) == 30  # no overflow
     policy = RetryPolicy(backoff=0.5, max_backoff=4.0)
     assert policy.delay(3, RuntimeError(), rand=lambda: 1.0) == backoff_delay(3, 0.5, 4.0, rand=lambda: 1.0) == 4.0
+
+
+# ---- the frame parser: orjson when installed, the same frames and values as the standard library ---
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps(push(1)),
+        '{"msgCode":"trade","v":NaN}',  # orjson refuses NaN: the standard library takes it
+        '{"msgCode":"trade","v":"\\ud800"}',  # a lone surrogate (escaped)
+        '{"msgCode":"trade","v":1,"v":2}',  # duplicate keys: the last wins in both
+        "[1, 2]",
+        "not json",
+        "",
+    ],
+)
+def test_fast_and_standard_parsers_agree(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import math
+
+    from airflow_provider_multimarkets import msg_frames, push_log
+
+    def parsed(fast: str) -> Any:
+        monkeypatch.setenv("MULTIMARKETS_FAST_JSON", fast)
+        monkeypatch.setattr(push_log, "_loads", None)
+        frame = msg_frames.parse_server_frame(text)
+        return json.dumps(frame, sort_keys=True) if frame is not None else None
+
+    fast, standard = parsed("1"), parsed("0")
+    assert push_log.frame_loads() is json.loads  # "0" turned orjson off
+    assert fast == standard
+    if "NaN" in text:
+        assert fast is not None and math.isnan(json.loads(fast)["v"])
+
+
+def test_the_log_keeps_integers_beyond_64_bits_exactly(use_ws: Any, tmp_path: Path) -> None:
+    big = {**push(1), "content": {**push(1)["content"], "dealNo": 123456789012345678901234567890}}
+    event, lines, _ = play(use_ws, tmp_path, [big, push(2)], max_messages=2)
+    assert event["summary"]["messages"] == 2
+    assert "123456789012345678901234567890" in lines[0]  # the text as received, whatever the parser
