@@ -24,7 +24,17 @@ DAGS = [
     ("example_multimarkets_msg_token", None),
     ("example_multimarkets_account_report", None),
     ("example_multimarkets_order_tracking", {"symbol_code": "EURAUD", "direction": 1, "lots": "0.10"}),
+    # today's orders (the one just placed), trade records and capital flow, reconciled
+    ("example_multimarkets_daily_reconciliation", "today"),
 ]
+
+
+def today_conf() -> dict[str, object]:
+    """Params of a period: today (UTC), so the reconciliation sees the order the demo just placed."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"start": today.isoformat(), "end": (today + dt.timedelta(days=1)).isoformat()}
 
 
 def say(text: str) -> None:
@@ -97,7 +107,8 @@ def main() -> int:
         if migrate.returncode != 0:
             (OUT / "logs" / "db-migrate.log").write_text(migrate.stdout + migrate.stderr)
             raise SystemExit("airflow db migrate failed (see demo-output/logs/db-migrate.log)")
-        for dag_id, conf in DAGS:
+        for dag_id, wanted in DAGS:
+            conf = wanted if not isinstance(wanted, str) else today_conf()
             say(f"[demo] airflow dags test {dag_id} ...")
             ok, elapsed = run_dag(dag_id, conf, env)
             say(f"[demo]   {'success' if ok else 'FAILED'} in {elapsed:.1f} s (log: demo-output/logs/{dag_id}.log)")
@@ -122,6 +133,8 @@ def main() -> int:
         "account_report/*/symbols_in_trading_hours.csv",
         "order_tracking/*/fill.json",
         "order_tracking/*/fill.csv",
+        "reconciliation/*/reconciliation.csv",
+        "reconciliation/*/trade_records.jsonl",
     ):
         path = newest(pattern)
         say(f"  {path.relative_to(ROOT) if path else pattern + ' (missing)'}")
@@ -146,6 +159,13 @@ def main() -> int:
         f = json.loads(fill.read_text())["fill"]
         say(
             f"\nOrder {f['order_id']} ({f['symbol']}): {f['final_status']} at {f['deal_price']}, {f['deal_amount']} lots"
+        )
+    recon = newest("reconciliation/*/reconciliation.json")
+    if recon:
+        summary = json.loads(recon.read_text())["summary"]
+        say(
+            f"\nReconciliation of today: {summary['orders']} order(s), {summary['trade_records']} trade record(s), "
+            f"{summary['capital_flow_records']} capital-flow record(s); rows with issues: {summary['rows_with_issues']}"
         )
     if failures:
         say(f"\n[demo] FAILED: {', '.join(failures)}")
