@@ -1,4 +1,4 @@
-"""Every day: page the day's orders, trade records and capital flow, and reconcile them.
+"""Every day at midnight UTC: page the day before's orders, trade records and capital flow, and reconcile them.
 
 orders, trade_records, capital_flow (MultiMarketsQueryToFileOperator: paged queries of the data
 interval, within the apiKey's shared call budget, written as JSON Lines + CSV, and Parquet with
@@ -22,6 +22,10 @@ except ImportError:  # Airflow 2.x
     from airflow.decorators import task  # type: ignore[no-redef]
     from airflow.models.dag import DAG  # type: ignore[assignment]
     from airflow.models.param import Param  # type: ignore[assignment]
+try:
+    from airflow.sdk import CronDataIntervalTimetable
+except ImportError:  # Airflow 2.x, 3.0
+    from airflow.timetables.interval import CronDataIntervalTimetable  # type: ignore[no-redef,assignment]
 
 from airflow_provider_multimarkets.operators.query_to_file import MultiMarketsQueryToFileOperator
 
@@ -33,7 +37,9 @@ TRADE_TYPE = 2  # isolated-margin contracts (the OrderApiService / PositionApiSe
 
 with DAG(
     dag_id="example_multimarkets_daily_reconciliation",
-    schedule="@daily",
+    # A data interval per day, the run at midnight covering the day before. Airflow 3's "@daily" is a
+    # trigger timetable whose interval is a point in time: it would reconcile an empty period.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=dt.datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

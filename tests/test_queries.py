@@ -27,6 +27,7 @@ TRADES = "tradeapi.app.OrderApiService.queryTradeRecordPage"
 FLOWS = "tradeapi.app.OrderApiService.queryCapitalFlowList"
 POSITIONS = "tradeapi.app.PositionApiService.queryPositionPage"
 SPEC = ROOT.parent / "shared" / "MultiMarkets-ClientAPI.openapi.en.yaml"
+AIRFLOW_3 = not __import__("airflow").__version__.startswith("2.")
 
 
 @pytest.fixture
@@ -436,3 +437,10 @@ def test_daily_reconciliation_example_end_to_end(
         assert row["symbol"] == placed_order["response"]["symbolName"]
     assert rows[str(withheld["orderId"])]["issues"] == "order_without_trade_record"
     assert rows[str(ghost["orderId"])]["issues"] == "trade_record_without_order"
+    # as the scheduler runs it: no params, the data interval of the run at midnight is the day before
+    dag = load_dag("example_multimarkets_daily_reconciliation")
+    when = {"logical_date" if AIRFLOW_3 else "execution_date": today + dt.timedelta(days=1)}
+    scheduled = dag.test(run_conf={"report_dir": str(tmp_path / "scheduled")}, **when)
+    assert ti_states(scheduled)["reconcile"] == "success"
+    assert xcom_value(scheduled, "orders")["start_ms"] == epoch_ms(today)
+    assert xcom_value(scheduled, "reconcile")["orders"] == 5

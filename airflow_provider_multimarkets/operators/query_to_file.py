@@ -91,7 +91,9 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
         end_ms = None if self.end in (None, "") else epoch_ms(self.end)
         if start_ms is not None and end_ms is not None and end_ms <= start_ms:
             raise MultiMarketsConfigError(
-                f"{self.task_id}: the time range is empty (end {self.end} <= start {self.start})."
+                f"{self.task_id}: the time range is empty (end {self.end} <= start {self.start}). A run of a cron "
+                "schedule on Airflow 3 has a point-in-time data interval: schedule the DAG with "
+                "CronDataIntervalTimetable, or pass start and end."
             )
         body_start, body_end, record_time = time_range_fields(self.biz_type)
         body_start = body_start if self.start_field is None else (self.start_field or None)
