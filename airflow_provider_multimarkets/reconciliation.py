@@ -17,19 +17,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from airflow_provider_multimarkets.reports import finite_number
+
 #: order statuses after which the order has executed quantity (queryOrderPage ``status``)
 EXECUTED_STATUSES = frozenset({2, 3, 5})
 DISCREPANCIES = ("order_without_trade_record", "trade_record_without_order", "quantity_mismatch", "no_capital_flow")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _key(value: Any) -> str | None:
@@ -69,14 +61,14 @@ def reconcile(
         if key is None:
             continue
         bookings[key] += 1
-        booked[key] += (_number(flow.get("amountIn")) or 0.0) - (_number(flow.get("amountOut")) or 0.0)
+        booked[key] += (finite_number(flow.get("amountIn")) or 0.0) - (finite_number(flow.get("amountOut")) or 0.0)
 
     rows: list[dict[str, Any]] = []
     for key, order in by_order.items():
         trades_of = fills.get(key, [])
         executed = order.get("status") in EXECUTED_STATUSES
-        ordered = _number(order.get("executeNum"))
-        filled = sum(_number(t.get("executeNum")) or 0.0 for t in trades_of)
+        ordered = finite_number(order.get("executeNum"))
+        filled = sum(finite_number(t.get("executeNum")) or 0.0 for t in trades_of)
         issues = []
         if executed and not trades_of:
             issues.append("order_without_trade_record")
@@ -109,7 +101,7 @@ def reconcile(
                 "status": None,
                 "order_execute_num": None,
                 "trade_records": len(trades_of),
-                "traded_num": round(sum(_number(t.get("executeNum")) or 0.0 for t in trades_of), 8),
+                "traded_num": round(sum(finite_number(t.get("executeNum")) or 0.0 for t in trades_of), 8),
                 "capital_flow_records": bookings.get(key, 0),
                 "capital_flow_net": round(booked[key], 8) if key in booked else None,
                 "issues": "trade_record_without_order",

@@ -61,17 +61,23 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _finite(value: Any) -> float | None:
-    """A number from a push field ("0.08", 0.08, None/"" as 0); ``None`` for NaN, infinities and junk."""
-    if value in (None, ""):
-        return 0.0
-    if isinstance(value, bool):
+def finite_number(value: Any) -> float | None:
+    """A number from a field ("0.08" or 0.08); ``None`` for a missing value, a boolean, NaN,
+    infinities and junk."""
+    if value is None or isinstance(value, bool):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _finite(value: Any) -> float | None:
+    """A number from a push field ("0.08", 0.08, None/"" as 0); ``None`` for NaN, infinities and junk."""
+    if value in (None, ""):
+        return 0.0
+    return finite_number(value)
 
 
 def json_safe(value: Any) -> Any:

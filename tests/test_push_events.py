@@ -253,11 +253,16 @@ def _logins(sandbox: Any) -> int:
     return int(sandbox.app.ws_stats["logins"])
 
 
+def _subscribed(sandbox: Any, logins: int = 1) -> bool:
+    """At least ``logins`` logins, and the newest token's stream is connected and subscribed to trade type 2."""
+    streams = list(sandbox.state.streams.values())
+    return _logins(sandbox) >= logins and bool(streams) and streams[-1].attached and "2" in streams[-1].trade_types
+
+
 @needs_airflow_3
 def test_one_event_per_fill_with_its_own_push(mm_conn: dict[str, Any], sandbox: Any, tmp_path: Path) -> None:
     with Watch(_trigger(tmp_path)) as watch:
-        watch.wait("the subscription", lambda: _logins(sandbox) >= 1 and sandbox.state.streams)
-        time.sleep(0.3)
+        watch.wait("the subscription", lambda: _subscribed(sandbox))
         orders = _place(5)
         watch.wait("5 events", lambda: len(watch.events) >= 5)
         time.sleep(0.5)
@@ -272,8 +277,7 @@ def test_one_event_per_fill_with_its_own_push(mm_conn: dict[str, Any], sandbox: 
 @needs_airflow_3
 def test_filters_decide_which_pushes_fire(mm_conn: dict[str, Any], sandbox: Any, tmp_path: Path) -> None:
     with Watch(_trigger(tmp_path, symbol_ids=["1"])) as watch:
-        watch.wait("the subscription", lambda: sandbox.state.streams and _logins(sandbox) >= 1)
-        time.sleep(0.3)
+        watch.wait("the subscription", lambda: _subscribed(sandbox))
         _place(3)
         watch.wait("the pushes in the journal", lambda: _journal_lines(watch.trigger) >= 3)
         time.sleep(0.3)
@@ -290,14 +294,12 @@ def test_a_refused_token_is_replaced_and_the_watch_goes_on(
     mm_conn: dict[str, Any], sandbox: Any, tmp_path: Path
 ) -> None:
     with Watch(_trigger(tmp_path)) as watch:
-        watch.wait("the subscription", lambda: sandbox.state.streams and _logins(sandbox) >= 1)
-        time.sleep(0.3)
+        watch.wait("the subscription", lambda: _subscribed(sandbox))
         first = _place(2)
         watch.wait("2 events", lambda: len(watch.events) >= 2)
         answer = requests.post(f"http://127.0.0.1:{sandbox.port}/_sandbox/tokens/expire", timeout=10).json()
         assert answer == {"expired": 1, "closed": 1}
-        watch.wait("a new token and login", lambda: watch.trigger.tokens_fetched == 2 and _logins(sandbox) >= 2)
-        time.sleep(0.3)
+        watch.wait("a new token and login", lambda: watch.trigger.tokens_fetched == 2 and _subscribed(sandbox, 2))
         second = _place(2)
         watch.wait("4 events", lambda: len(watch.events) >= 4)
     assert [e["content"]["paramMap"]["orderId"] for e in watch.events] == first + second
@@ -311,8 +313,7 @@ def test_refused_at_login_too(mm_conn: dict[str, Any], sandbox: Any, tmp_path: P
     trigger = _trigger(tmp_path)
     save_token(trigger.paths()[1], "stale-token-from-a-previous-run")
     with Watch(trigger) as watch:
-        watch.wait("a new token", lambda: watch.trigger.tokens_fetched == 1 and _logins(sandbox) >= 1)
-        time.sleep(0.3)
+        watch.wait("a new token", lambda: watch.trigger.tokens_fetched == 1 and _subscribed(sandbox))
         orders = _place(1)
         watch.wait("1 event", lambda: len(watch.events) >= 1)
     assert sandbox.app.ws_stats["refused"] == 1
@@ -338,8 +339,7 @@ def test_restart_yields_recent_pushes_again_with_the_same_identity_and_resumes_t
     mm_conn: dict[str, Any], sandbox: Any, tmp_path: Path
 ) -> None:
     with Watch(_trigger(tmp_path)) as watch:
-        watch.wait("the subscription", lambda: sandbox.state.streams and _logins(sandbox) >= 1)
-        time.sleep(0.3)
+        watch.wait("the subscription", lambda: _subscribed(sandbox))
         before = _place(3)
         watch.wait("3 events", lambda: len(watch.events) >= 3)
     first_run = list(watch.events)
@@ -359,8 +359,7 @@ def test_restart_yields_recent_pushes_again_with_the_same_identity_and_resumes_t
 @needs_airflow_3
 def test_pushes_sent_again_after_a_drop_fire_once(mm_conn: dict[str, Any], sandbox: Any, tmp_path: Path) -> None:
     with Watch(_trigger(tmp_path)) as watch:
-        watch.wait("the subscription", lambda: sandbox.state.streams and _logins(sandbox) >= 1)
-        time.sleep(0.3)
+        watch.wait("the subscription", lambda: _subscribed(sandbox))
         orders = _place(3)
         watch.wait("3 events", lambda: len(watch.events) >= 3)
         requests.post(f"http://127.0.0.1:{sandbox.port}/_sandbox/ws/send", json={"kind": "disconnect"}, timeout=10)

@@ -468,14 +468,15 @@ class MultiMarketsHook(BaseHook):
         version: str | None = None,
         group: str | None = None,
         idempotent: bool = True,
+        check: bool = True,
     ) -> Any:
-        """:meth:`call` from a coroutine (a trigger): the same signing, shared budget, retries and
-        typed errors, run in a worker thread so the event loop never blocks (waits for the budget,
-        back-off sleeps and the HTTP exchange included)."""
+        """:meth:`call` from a coroutine (a trigger): the same signing, shared budget, retries,
+        payload check and typed errors, run in a worker thread so the event loop never blocks (waits
+        for the budget, back-off sleeps and the HTTP exchange included)."""
         from asgiref.sync import sync_to_async
 
         call = sync_to_async(self.call, thread_sensitive=False)
-        return await call(biz_type, payload, version=version, group=group, idempotent=idempotent)
+        return await call(biz_type, payload, version=version, group=group, idempotent=idempotent, check=check)
 
     async def aget_msg_token(self) -> str:
         """:meth:`get_msg_token` from a coroutine (see :meth:`acall`); the token is masked."""
