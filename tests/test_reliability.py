@@ -364,3 +364,11 @@ def test_load_sequential_and_concurrent_with_rate_limiter(
     assert answers.get("customer.app.CustomerWebApiService.findCustomerInfo:200:0") == 2000
     assert not any(":429:" in k or ":418:" in k for k in answers), answers
     json.dumps(dict(answers))
+
+
+def test_the_sandbox_answers_a_body_no_client_could_sign_as_illegal() -> None:
+    # found by the property test above: one changed byte turned 1.34e+154 into 1.34e+954 (infinity)
+    ts = int(time.time() * 1000)
+    text = canonical_json({"a": [{"b": 1.3407807680128612e154}]})
+    mutated = text.replace("e+154", "e+954").encode("utf-8")
+    assert _gateway(mutated, _SIGNER.sign_body(text, ts), ts) == "GGATEWAY_CODE_015"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_multimarkets.exceptions import MultiMarketsSigningError
 from airflow_provider_multimarkets.sandbox import data
 from airflow_provider_multimarkets.sandbox.faults import FaultPlan
 from airflow_provider_multimarkets.signing import canonical_json, string_to_sign, verify
@@ -280,7 +281,10 @@ class SandboxState:
         if self.config.signature_mode == "raw":
             signed = string_to_sign(text, ts)
         else:
-            signed = string_to_sign(canonical_json(body), ts)
+            try:  # a body no client could have signed (a number beyond double range, nesting too deep)
+                signed = string_to_sign(canonical_json(body), ts)
+            except MultiMarketsSigningError as exc:
+                return self._gateway_error(trace, "GGATEWAY_CODE_015", f"illegal request body: {exc}", biz_type)
         if not verify(record.public_key, signed, headers["signature"]):
             return self._gateway_error(trace, "00012001", "signature verification failed", biz_type)
         if headers["companyid"].strip() != str(record.company_id):
