@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_multimarkets.push_log import PushLog, frame_loads
+from airflow_provider_multimarkets.push_log import PushLog, as_line, frame_loads
 
 CLIENT_MSG_TYPES = ("login", "subscribe_asset", "cancel_subscribe_asset", "ping", "logout")
 #: Frames that answer a client frame rather than push data (``pong`` answers ``ping``,
@@ -352,8 +352,14 @@ class SubscriptionRecorder:
         Commits at once when the staged pushes could reach ``max_messages``, so that stop is exact.
         """
         text = raw if raw is not None else json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
-        staged = self.log.stage(frame, text)
-        if staged and self.max_messages is not None and self.messages + self.log.pending >= self.max_messages:
+        return self.stage_line(frame, as_line(frame, text))
+
+    def stage_line(self, frame: dict[str, Any], line: bytes) -> bool:
+        """:meth:`stage` for a push whose log line is ready (:meth:`PushLog.stage_line`): the hot path."""
+        log = self.log
+        staged = log.stage_line(frame, line)
+        limit = self.max_messages
+        if staged and limit is not None and log.tally.messages + log.pending >= limit:
             self.commit(force=True)
         return staged
 

@@ -33,7 +33,7 @@ import errno
 import json
 import os
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +96,34 @@ def frame_loads() -> Callable[[str | bytes], Any]:
     return loads
 
 
+_bytes_loads: Callable[[bytes], Any] | None = None
+
+
+def bytes_loads() -> Callable[[bytes], Any]:
+    """The parser of a text frame's bytes as received: strict UTF-8 JSON, or ``ValueError``.
+
+    ``orjson.loads`` when it is on (see :func:`frame_loads`), which checks the UTF-8 itself; else
+    a strict UTF-8 decode and ``json.loads`` (``UnicodeDecodeError`` is a ``ValueError``). What it
+    refuses (a BOM, ``NaN``, integers over 64 bits, lone surrogates) the client takes through
+    :func:`decode_frame` and :func:`frame_loads`, so both parsers accept the same frames.
+    """
+    global _bytes_loads
+    if _bytes_loads is None:
+        loads = frame_loads()
+        if loads is json.loads:
+            decoder = json.JSONDecoder().decode
+
+            def strict(data: bytes) -> Any:
+                return decoder(data.decode("utf-8"))
+
+            _bytes_loads = strict
+        else:
+            import orjson
+
+            _bytes_loads = orjson.loads
+    return _bytes_loads
+
+
 def push_identity(frame: dict[str, Any], data: bytes | None = None) -> int:
     """The de-duplication key of a push (see the module docs): a 96-bit integer.
 
@@ -109,16 +137,19 @@ def push_identity(frame: dict[str, Any], data: bytes | None = None) -> int:
     """
     if data is not None:
         seq = frame.get("seqId", _MISSING)
-        if seq is _MISSING:
-            return ((hash(data) & _MASK64) << 32) | crc32(data)
-        if type(seq) is int or type(seq) is str:
-            at = data.find(_SEQ_KEY)
-            if at >= 0 and data.find(_SEQ_KEY, at + 7) < 0:
-                value = str(seq) if type(seq) is int else json.dumps(seq, ensure_ascii=False)
-                member = b'"seqId":' + value.encode("utf-8", "surrogatepass")
-                if data.startswith(member, at):
-                    rest = data[:at] + data[at + len(member) :]
-                    return ((hash(rest) & _MASK64) << 32) | crc32(rest)
+        if type(seq) is int:
+            member = b'"seqId":%d' % seq
+        elif seq is _MISSING:
+            return (hash(data) << 32) ^ crc32(data)
+        elif type(seq) is str:
+            member = b'"seqId":' + json.dumps(seq, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        else:
+            member = b""
+        if member and data.count(_SEQ_KEY) == 1:
+            at = data.find(member)
+            if at >= 0:
+                rest = data[:at] + data[at + len(member) :]
+                return (hash(rest) << 32) ^ crc32(rest)
     parsed = json.dumps(
         {k: v for k, v in frame.items() if k != "seqId"},
         separators=(",", ":"),
@@ -126,11 +157,11 @@ def push_identity(frame: dict[str, Any], data: bytes | None = None) -> int:
         sort_keys=True,
         default=repr,
     ).encode("utf-8", "surrogatepass")
-    # the parsed form lives in its own key space (bit 96), apart from the text form
-    return (1 << 96) | ((hash(parsed) & _MASK64) << 32) | crc32(parsed)
+    # the parsed form lives in its own key space (around 2**97), apart from the text form (under 2**95)
+    return _PARSED_SPACE + ((hash(parsed) << 32) ^ crc32(parsed))
 
 
-_MASK64 = (1 << 64) - 1
+_PARSED_SPACE = 1 << 97
 _SEQ_KEY = b'"seqId"'
 _MISSING = object()
 
@@ -234,6 +265,26 @@ class PushTally:
             if last is None or stamp > last:
                 self.last_timestamp = stamp
 
+    def add_records(self, records: list[tuple[str, str | None, str | None, int | None]]) -> None:
+        """:meth:`add_record` for a batch, counted by the C loops of ``Counter.update``, ``min`` and ``max``."""
+        if not records:
+            return
+        self.messages += len(records)
+        self.by_msg_code.update([r[0] for r in records])
+        biz_types = [r[1] for r in records if r[1] is not None]
+        if biz_types:
+            self.by_biz_type.update(biz_types)
+        statuses = [r[2] for r in records if r[2] is not None]
+        if statuses:
+            self.by_order_status.update(statuses)
+        stamps = [r[3] for r in records if r[3] is not None]
+        if stamps:
+            low, high = min(stamps), max(stamps)
+            if self.first_timestamp is None or low < self.first_timestamp:
+                self.first_timestamp = low
+            if self.last_timestamp is None or high > self.last_timestamp:
+                self.last_timestamp = high
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "messages": self.messages,
@@ -269,8 +320,10 @@ class PushLog:
         self.duplicates = 0
         self.unreadable_lines = 0
         self.restored = 0
+        # the identities of the newest pushes, in two generations: a full one is kept as the old one
+        # and a new one begins, so at least the last ``dedup_window`` (at most twice that) are known
         self._seen: set[int] = set()
-        self._order: deque[int] = deque()
+        self._seen_old: frozenset[int] | set[int] = frozenset()
         self._fd: int | None = None
         self._offset = 0
         self._partial = b""
@@ -339,7 +392,7 @@ class PushLog:
             self.unreadable_lines += 1
             return
         identity = push_identity(frame, line)
-        if identity in self._seen:  # two writers at once on a store without locks (segments)
+        if self.knows(identity):  # two writers at once on a store without locks (segments)
             self.duplicates += 1
             return
         self._count(identity, frame)
@@ -350,11 +403,14 @@ class PushLog:
         if self.on_push is not None:
             self.on_push(frame)
 
+    def knows(self, identity: int) -> bool:
+        """Whether the log holds the push of this identity (among the newest ``dedup_window`` at least)."""
+        return identity in self._seen or identity in self._seen_old
+
     def _remember(self, identity: int) -> None:
         self._seen.add(identity)
-        self._order.append(identity)
-        if len(self._order) > self.dedup_window:
-            self._seen.discard(self._order.popleft())
+        if len(self._seen) >= self.dedup_window:
+            self._seen_old, self._seen = self._seen, set()
 
     # ---- appending ----------------------------------------------------------------------------
 
@@ -363,9 +419,12 @@ class PushLog:
 
         A staged push is not counted yet: it counts once :meth:`commit` has written it.
         """
-        line = as_line(frame, text)
+        return self.stage_line(frame, as_line(frame, text))
+
+    def stage_line(self, frame: dict[str, Any], line: bytes) -> bool:
+        """:meth:`stage` for a push whose log line is ready: its UTF-8 text on one line, as received."""
         identity = push_identity(frame, line)
-        if identity in self._seen or identity in self._pending_ids:
+        if identity in self._seen or identity in self._seen_old or identity in self._pending_ids:
             self.duplicates += 1
             return False
         self._pending.append((identity, tally_record(frame), line, frame if self.on_push is not None else None))
@@ -394,7 +453,7 @@ class PushLog:
         with self._locked():
             if os.fstat(fd).st_size != self._offset:
                 self._catch_up()  # another writer appended: take its pushes in first
-                fresh = [item for item in pending if item[0] not in self._seen]
+                fresh = [item for item in pending if not self.knows(item[0])]
                 self.duplicates += len(pending) - len(fresh)
                 pending = fresh
             data = b"\n".join([item[2] for item in pending]) + b"\n" if pending else b""
@@ -410,17 +469,22 @@ class PushLog:
         return len(pending)
 
     def _count_many(self, items: list[_Staged]) -> None:
-        """:meth:`_count` for a batch (the hot path: one call per batch, not three per push)."""
-        seen, order, add_record, on_push = self._seen, self._order, self.tally.add_record, self.on_push
-        for identity, record, _, frame in items:
-            seen.add(identity)
-            order.append(identity)
-            add_record(record)
-            if on_push is not None and frame is not None:
-                on_push(frame)
-        excess = len(order) - self.dedup_window
-        for _ in range(max(excess, 0)):
-            seen.discard(order.popleft())
+        """:meth:`_count` for a batch: with no ``on_push``, C loops over the batch instead of calls per push."""
+        on_push = self.on_push
+        if on_push is not None:  # one by one: a listener sees the counts as of its push
+            add_record = self.tally.add_record
+            for identity, record, _, frame in items:
+                self._remember(identity)
+                add_record(record)
+                if frame is not None:
+                    on_push(frame)
+            return
+        if len(items) <= self.dedup_window - len(self._seen):
+            self._seen.update([item[0] for item in items])
+        else:
+            for item in items:
+                self._remember(item[0])
+        self.tally.add_records([item[1] for item in items])
 
     def append(self, frame: dict[str, Any], text: str) -> bool:
         """Write one push unless the log already holds it; ``True`` when it was written (and counted)."""

@@ -105,10 +105,10 @@ class SegmentedPushLog(PushLog):
         self.restored = self.tally.messages
         return self
 
-    def stage(self, frame: dict[str, Any], text: str) -> bool:
+    def stage_line(self, frame: dict[str, Any], line: bytes) -> bool:
         if not self._pending:
             self._oldest = time.monotonic()
-        return super().stage(frame, text)
+        return super().stage_line(frame, line)
 
     def commit(self, *, force: bool = True) -> int:
         pending = self._pending

@@ -40,38 +40,28 @@ async def handshake(ws: Any) -> None:
         await ws.send(json.dumps({"msgCode": expected, "seqId": frame["seqId"], "content": {"code": "0"}}))
 
 
-class ScriptedServer:
-    """A websockets server on a thread; ``handler(ws, connection_number)`` plays one connection."""
+class ThreadedServer:
+    """An asyncio server on a thread of its own, for the time of a ``with`` block, on 127.0.0.1."""
 
-    def __init__(self, handler: Handler, **serve_kwargs: Any) -> None:
-        self.handler = handler
-        self.serve_kwargs = serve_kwargs
-        self.connections = 0
+    def __init__(self) -> None:
         self.port = 0
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
 
-    async def _main(self) -> None:
-        from websockets.asyncio.server import serve
+    async def _start(self) -> Any:
+        """Start serving (an async context manager that stops the server) and set ``port``."""
+        raise NotImplementedError
 
+    async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-
-        async def play(ws: Any) -> None:
-            self.connections += 1
-            try:
-                await self.handler(ws, self.connections)
-            except Exception:  # the client went away: fine
-                pass
-
-        async with serve(play, "127.0.0.1", 0, **self.serve_kwargs) as server:
-            self.port = next(iter(server.sockets)).getsockname()[1]
+        async with await self._start():
             self._ready.set()
             await self._stop.wait()
 
-    def __enter__(self) -> ScriptedServer:
+    def __enter__(self) -> Any:
         self._thread.start()
         assert self._ready.wait(10)
         return self
@@ -80,6 +70,30 @@ class ScriptedServer:
         assert self._loop is not None and self._stop is not None
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
+
+
+class ScriptedServer(ThreadedServer):
+    """A websockets server; ``handler(ws, connection_number)`` plays one connection."""
+
+    def __init__(self, handler: Handler, **serve_kwargs: Any) -> None:
+        super().__init__()
+        self.handler = handler
+        self.serve_kwargs = serve_kwargs
+        self.connections = 0
+
+    async def _start(self) -> Any:
+        from websockets.asyncio.server import serve
+
+        async def play(ws: Any) -> None:
+            self.connections += 1
+            try:
+                await self.handler(ws, self.connections)
+            except Exception:  # the client went away: fine
+                pass
+
+        server = await serve(play, "127.0.0.1", 0, **self.serve_kwargs)
+        self.port = next(iter(server.sockets)).getsockname()[1]
+        return server
 
     @property
     def url(self) -> str:

@@ -58,6 +58,7 @@ from airflow_provider_multimarkets.msg_frames import (
 from airflow_provider_multimarkets.push_log import (
     PushLog,
     PushLogError,
+    bytes_loads,
     decode_frame,
     is_object_store_url,
     local_path,
@@ -170,9 +171,9 @@ class MultiMarketsMsgClient:
         self.callback_without_ack = callback_without_ack
         self._callback: asyncio.Future[str | None] | None = None
         self._callback_seen = False
+        self._loads = bytes_loads()
         self._subscribed_done = False
         self._subscribe_acked = False
-        self._last_frame = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -366,7 +367,9 @@ class MultiMarketsMsgClient:
         return self.spec.idle_timeout if self.spec.idle_timeout is not None else 2 * self.spec.ping_interval + 5
 
     async def _session(self, url: str, settings: Any, recorder: SubscriptionRecorder, state: _RunState) -> None:
-        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosedOK
+
+        from airflow_provider_multimarkets.hooks.msg_connection import open_connection
 
         lang = settings.lang or "en-US"
         seq = 0
@@ -380,25 +383,42 @@ class MultiMarketsMsgClient:
         open_timeout = (
             self.spec.open_timeout if remaining is None else max(0.05, min(self.spec.open_timeout, remaining))
         )
-        async with connect(
+        handle, log = self._handle, recorder.log
+
+        # Every message of one network read is handled in one pass, then written in one append
+        # (on_batch) before the next read: a push counts only once written, so a kill loses
+        # nothing counted (what was not written yet is sent again, like what was in the socket).
+        def on_message(data: bytes, binary: bool) -> bool:
+            handle(data, binary, recorder)
+            if log.pending >= MAX_STAGED:
+                recorder.commit(force=False)
+            return recorder.done
+
+        def on_batch() -> bool:
+            if log.pending:
+                recorder.commit(force=False)
+            return recorder.done
+
+        ws = await open_connection(
             url,
+            on_message=on_message,
+            on_batch=on_batch,
             open_timeout=open_timeout,
-            ping_interval=None,  # application-level pings, as documented
-            close_timeout=2,
             max_size=self.spec.max_frame_bytes,
-            user_agent_header=None,
-        ) as ws:
-            self._ws = ws
+            compression=settings.msg_ws_compression,
+            verify=settings.verify,
+        )
+        self._ws = ws
+        try:
             recorder.connections += 1
             state.save(recorder)
             await ws.send(next_frame("login"))
             await ws.send(next_frame("subscribe_asset", {"tradeTypes": self.spec.trade_types}))
             self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.spec.trade_types)
             self._subscribe_acked = False
-            self._last_frame = time.monotonic()
-            # One task reads (no timer per message: the hot path), one keeps time: pings, the
-            # window, a silent server, and the sync-mode "after subscribed" callback.
-            reader = asyncio.create_task(self._read(ws, recorder))
+            # The connection reads (no task or timer per message: the hot path); one task keeps
+            # time: pings, the window, a silent server, and the sync-mode "after subscribed" callback.
+            reader = asyncio.ensure_future(ws.wait())
             ticker = asyncio.create_task(self._tick(ws, recorder, next_frame))
             try:
                 done, _ = await asyncio.wait({reader, ticker}, return_when=asyncio.FIRST_COMPLETED)
@@ -407,30 +427,19 @@ class MultiMarketsMsgClient:
                     task.cancel()
                 await asyncio.gather(reader, ticker, return_exceptions=True)
             for task in done:
-                task.result()  # re-raise ConnectionClosed, _Idle, auth errors, callback errors
+                try:
+                    task.result()  # re-raise ConnectionClosed, _Idle, auth errors, callback errors
+                except ConnectionClosedOK:  # a normal close (1000/1001) before a stop condition: reconnect, counted
+                    if not recorder.done:
+                        raise _Closed(ws.close_code, ws.close_reason or "") from None
             if recorder.done:
                 await self._goodbye(ws, next_frame)
-            self._ws = None
-
-    async def _read(self, ws: Any, recorder: SubscriptionRecorder) -> None:
-        handle, clock, log = self._handle, time.monotonic, recorder.log
-        # Pushes that arrived together are written together: staged while more frames are already
-        # buffered, then written in one append before this task waits for the network again. A push
-        # counts only once written, so a kill loses nothing counted (what was staged is sent again
-        # by the server, like what was still in the socket).
-        buffered = _buffered_frames(ws)
-        try:
-            async for raw in ws:
-                self._last_frame = clock()
-                handle(raw, recorder)
-                staged = log.pending
-                if staged and (staged >= MAX_STAGED or not buffered()):
-                    recorder.commit(force=False)
-                if recorder.done:
-                    return
         finally:
-            recorder.commit()
-        raise _Closed(ws.close_code, ws.close_reason or "")  # a normal close (1000/1001): reconnect, counted
+            self._ws = None
+            try:
+                recorder.commit()  # what an error interrupted in the middle of a read
+            finally:
+                await ws.close(timeout=2)
 
     async def _tick(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> None:
         clock = time.monotonic
@@ -466,11 +475,11 @@ class MultiMarketsMsgClient:
             if now >= next_ping:
                 await ws.send(next_frame("ping"))
                 next_ping = now + self.spec.ping_interval
-            if now - self._last_frame >= idle:
+            if now - ws.last_data >= idle:
                 raise _Idle
             if recorder.log.pending:
                 recorder.commit(force=False)  # a segment that is due (object stores)
-            wait = min(next_ping - now, idle - (now - self._last_frame))
+            wait = min(next_ping - now, idle - (now - ws.last_data))
             if waiting_callback or (self._callback is not None and not self._callback_seen):
                 wait = min(wait, 0.05)
             if recorder.log.pending:
@@ -479,13 +488,24 @@ class MultiMarketsMsgClient:
                 wait = min(wait, remaining)
             await asyncio.sleep(max(wait, 0.001))
 
-    def _handle(self, raw: str | bytes, recorder: SubscriptionRecorder) -> None:
-        text = raw if type(raw) is str and not raw.startswith("\ufeff") else decode_frame(raw)
+    def _handle(self, data: bytes, binary: bool, recorder: SubscriptionRecorder) -> None:
+        """One whole message as received (a text message's UTF-8 bytes, or a binary message)."""
+        if not binary:  # the hot path: a push in a text frame, written as received
+            try:
+                frame = self._loads(data)
+            except ValueError:  # not UTF-8 JSON as it stands (a BOM, NaN, ...): the general path below
+                frame = None
+            if type(frame) is dict:
+                code = frame.get("msgCode")
+                if type(code) is str and code not in CONTROL_CODES and b"\n" not in data and b"\r" not in data:
+                    recorder.stage_line(frame, data)
+                    return
+        text = decode_frame(data)
         frame = None if text is None else parse_server_frame(text)
         if frame is not None and text is not None:
             code = frame.get("msgCode")
             if type(code) is str and code not in CONTROL_CODES:
-                recorder.stage(frame, text)  # the hot path: a push
+                recorder.stage(frame, text)  # a push that needed decoding or re-encoding
                 return
         if frame is None or text is None:
             pnl = parse_pnl_frame(text) if text is not None and text[:2] in PNL_PREFIXES else None
@@ -548,14 +568,6 @@ def _auth_message(reason: str) -> str:
         f"The message WebSocket refused the msg token{detail}. Tokens expire and are single-purpose: fetch a new "
         "one with GetMsgTokenOperator (getMsgPushToken) right before subscribing."
     )
-
-
-def _buffered_frames(ws: Any) -> Callable[[], int]:
-    """How many frames the connection holds already received (0 when unknown: then write each push)."""
-    frames = getattr(getattr(ws, "recv_messages", None), "frames", None)
-    if frames is None or not hasattr(frames, "__len__"):
-        return lambda: 0
-    return frames.__len__
 
 
 class _RunState:
