@@ -213,30 +213,26 @@ class MsgConnection(asyncio.Protocol):
                     if size - pos < 10:
                         break
                     length, head = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), 10
-                if second & 0x80 or length > limit:  # masked (a server must not), or too big: the protocol says so
-                    rest = bytes(buffer[pos:])
-                    pos = size
-                    self._split = False
+                if not second & 0x80 and length <= limit:  # else masked (a server must not), or too big
+                    end = pos + head + length
+                    if end > size:
+                        break
+                    if (first == 0x81 or first == 0x82) and not self._in_fragment:
+                        payload = bytes(buffer[pos + head : end])
+                        pos = end
+                        if on_message(payload, first == 0x82):
+                            raise _Stop
+                        continue
+                    frame, pos = bytes(buffer[pos:end]), end
+                    self._feed(frame)
+                    if self._split:
+                        continue
+                # the protocol judges the rest: it fails the connection, or it is closing
+                rest, pos = bytes(buffer[pos:]), size
+                self._split = False
+                if rest:
                     self._feed(rest)
-                    return
-                end = pos + head + length
-                if end > size:
-                    break
-                if (first == 0x81 or first == 0x82) and not self._in_fragment:
-                    payload = bytes(buffer[pos + head : end])
-                    pos = end
-                    if on_message(payload, first == 0x82):
-                        raise _Stop
-                    continue
-                frame, pos = bytes(buffer[pos:end]), end
-                self._feed(frame)
-                if not self._split:  # the protocol is closing: it takes the rest as well
-                    rest = bytes(buffer[pos:])
-                    pos = size
-                    if rest:
-                        self.protocol.receive_data(rest)
-                        self._flush()
-                    return
+                return
         finally:
             del buffer[:pos]
         if pos and self.on_batch():
