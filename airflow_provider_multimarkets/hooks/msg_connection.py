@@ -38,6 +38,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
+from airflow_provider_multimarkets.connection_settings import MSG_WS_COMPRESSIONS
 from airflow_provider_multimarkets.exceptions import MultiMarketsMsgError
 
 #: ``on_message(data, binary)``: one whole message (a text message's UTF-8 bytes, not decoded);
@@ -49,7 +50,6 @@ OnBatch = Callable[[], bool]
 MAX_PROXY_ANSWER = 16 * 1024
 #: the handshake answer's headers looked for before the protocol gets the bytes as they are
 MAX_HANDSHAKE_ANSWER = 64 * 1024
-COMPRESSIONS = ("none", "deflate")
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
@@ -276,8 +276,9 @@ class MsgConnection(asyncio.Protocol):
             if protocol.handshake_exc is not None:
                 self._settle(self._opened, protocol.handshake_exc)
             elif self._tunnel is not None and not self._tunnel.done():
-                self._settle(self._tunnel, exc or InvalidHandshake("the proxy closed the connection"))
-                self._settle(self._opened, exc or InvalidHandshake("the proxy closed the connection"))
+                error = exc or InvalidHandshake("the proxy closed the connection")
+                self._settle(self._tunnel, error)
+                self._settle(self._opened, error)
             else:
                 self._settle(self._opened, exc or InvalidHandshake("the connection closed during the handshake"))
         try:
@@ -437,7 +438,9 @@ def _extensions(compression: str) -> list[Any] | None:
         from websockets.extensions.permessage_deflate import enable_client_permessage_deflate
 
         return list(enable_client_permessage_deflate(None))
-    raise MultiMarketsMsgError(f"msg_ws_compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}.")
+    raise MultiMarketsMsgError(
+        f"msg_ws_compression must be one of {', '.join(MSG_WS_COMPRESSIONS)}, got {compression!r}."
+    )
 
 
 async def open_connection(
