@@ -1,4 +1,4 @@
-"""Build ``airflow_provider_multimarkets/endpoint_catalogue.json`` from the vendor's OpenAPI file.
+"""Build ``airflow_provider_multimarkets/api/endpoint_catalogue.json`` from the vendor's OpenAPI file.
 
     python scripts/build_endpoint_catalogue.py [path/to/MultiMarkets-ClientAPI.openapi.en.yaml]
 
@@ -21,7 +21,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT.parent / "shared" / "MultiMarkets-ClientAPI.openapi.en.yaml"
-OUTPUT = ROOT / "airflow_provider_multimarkets" / "endpoint_catalogue.json"
+OUTPUT = ROOT / "airflow_provider_multimarkets" / "api" / "endpoint_catalogue.json"
 JSON_TYPES = {"integer", "number", "string", "boolean", "array", "object"}
 _LINE = re.compile(r"^\s*(group|version|bizType)\s*=\s*(\S+)\s*$", re.MULTILINE)
 

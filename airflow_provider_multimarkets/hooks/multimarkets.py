@@ -24,10 +24,10 @@ from airflow_provider_multimarkets.exceptions import (
 if TYPE_CHECKING:
     import requests
 
-    from airflow_provider_multimarkets.budget import BudgetStore, CallBudget
-    from airflow_provider_multimarkets.connection_settings import ConnectionSettings
-    from airflow_provider_multimarkets.retry import RetryPolicy
-    from airflow_provider_multimarkets.signing import Signer
+    from airflow_provider_multimarkets.api.budget import BudgetStore, CallBudget
+    from airflow_provider_multimarkets.api.retry import RetryPolicy
+    from airflow_provider_multimarkets.api.settings import ConnectionSettings
+    from airflow_provider_multimarkets.api.signing import Signer
 
 MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
 _BIZ_TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -83,7 +83,7 @@ class MultiMarketsHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The validated connection settings; the secretKey is registered with the masker."""
-        from airflow_provider_multimarkets.connection_settings import (
+        from airflow_provider_multimarkets.api.settings import (
             missing_connection_message,
             settings_from_airflow_connection,
         )
@@ -103,14 +103,14 @@ class MultiMarketsHook(BaseHook):
     @cached_property
     def signer(self) -> Signer:
         """The parsed private key; parsed once per hook."""
-        from airflow_provider_multimarkets.signing import Signer
+        from airflow_provider_multimarkets.api.signing import Signer
 
         return Signer(self.settings.secret_key)
 
     @cached_property
     def session(self) -> requests.Session:
         """One HTTP session per hook, reused by every call (keep-alive, one connection per thread)."""
-        from airflow_provider_multimarkets.transport import build_session
+        from airflow_provider_multimarkets.api.transport import build_session
 
         verify = self.settings.verify
         if verify is True:
@@ -128,14 +128,14 @@ class MultiMarketsHook(BaseHook):
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
-        from airflow_provider_multimarkets.retry import RetryPolicy
+        from airflow_provider_multimarkets.api.retry import RetryPolicy
 
         return RetryPolicy(max_retries=self.settings.max_retries, backoff=self.settings.retry_backoff)
 
     @cached_property
     def budget(self) -> CallBudget:
         """The apiKey's call budget and ban breaker, shared with every process that uses the key."""
-        from airflow_provider_multimarkets.budget import SAFETY_MARGIN_SECONDS, CallBudget
+        from airflow_provider_multimarkets.api.budget import SAFETY_MARGIN_SECONDS, CallBudget
 
         settings = self.settings
         window = settings.rate_limit_window + min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 4)
@@ -149,7 +149,7 @@ class MultiMarketsHook(BaseHook):
         )
 
     def _budget_store(self, window: float) -> BudgetStore:
-        from airflow_provider_multimarkets.budget import HostStore, ProcessStore, RedisStore, default_budget_dir
+        from airflow_provider_multimarkets.api.budget import HostStore, ProcessStore, RedisStore, default_budget_dir
         from airflow_provider_multimarkets.exceptions import MultiMarketsBudgetError
 
         settings = self.settings
@@ -241,7 +241,7 @@ class MultiMarketsHook(BaseHook):
         timestamp_ms: int | None = None,
     ) -> tuple[str, dict[str, str], bytes]:
         """URL, headers and body bytes of one signed request (the body is exactly what was signed)."""
-        from airflow_provider_multimarkets.signing import canonical_json
+        from airflow_provider_multimarkets.api.signing import canonical_json
 
         settings = self.settings
         _check_biz_type(biz_type)
@@ -286,7 +286,7 @@ class MultiMarketsHook(BaseHook):
             types) and raise :class:`MultiMarketsConfigError` before anything is sent.
         :raises MultiMarketsError: a typed subclass for every failure.
         """
-        from airflow_provider_multimarkets.retry import retryable_error
+        from airflow_provider_multimarkets.api.retry import retryable_error
 
         version, group = self._documented(biz_type, payload, version, group, check=check)
         policy = self.retry_policy
@@ -349,7 +349,7 @@ class MultiMarketsHook(BaseHook):
         the records that arrived disagree with the total, or there are more than ``max_pages`` pages.
         The caller then drops what it got and runs the query again (narrower, or later).
         """
-        from airflow_provider_multimarkets.endpoints import endpoint, read_page
+        from airflow_provider_multimarkets.api.endpoints import endpoint, read_page
         from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
 
         spec = endpoint(biz_type)
@@ -410,7 +410,7 @@ class MultiMarketsHook(BaseHook):
     ) -> tuple[str | None, str | None]:
         """The headers the catalogue documents for ``biz_type`` where the caller gave none; the payload
         checked against the documented body. An undocumented bizType is sent as given, with a warning."""
-        from airflow_provider_multimarkets.endpoints import check_payload, endpoint
+        from airflow_provider_multimarkets.api.endpoints import check_payload, endpoint
 
         _check_biz_type(biz_type)
         spec = endpoint(biz_type)
@@ -430,8 +430,8 @@ class MultiMarketsHook(BaseHook):
     def _send_once(
         self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None
     ) -> Any:
-        from airflow_provider_multimarkets.envelope import parse_response
-        from airflow_provider_multimarkets.transport import post
+        from airflow_provider_multimarkets.api.envelope import parse_response
+        from airflow_provider_multimarkets.api.transport import post
 
         settings = self.settings
         url, headers, body = self.build_request(biz_type, payload, version=version, group=group)
@@ -494,7 +494,7 @@ class MultiMarketsHook(BaseHook):
         The UI's Test button runs it in the Airflow API server: one try, no retries and no waiting
         for budget, so it answers within the connect timeout when the host is down.
         """
-        from airflow_provider_multimarkets.retry import RetryPolicy
+        from airflow_provider_multimarkets.api.retry import RetryPolicy
 
         self._where = "the Airflow API server"
         try:
@@ -563,14 +563,6 @@ def _check_biz_type(biz_type: str) -> None:
             f"biz_type {biz_type!r} is not a bizType: use the resource identifier from the interface's "
             "page, e.g. 'getMsgPushToken' or 'customer.app.CustomerWebApiService.findCustomerInfo'."
         )
-
-
-def __getattr__(name: str) -> Any:
-    if name == "transport_error":  # moved to airflow_provider_multimarkets.transport
-        from airflow_provider_multimarkets.transport import transport_error
-
-        return transport_error
-    raise AttributeError(name)
 
 
 __all__ = ["MultiMarketsHook", "new_trace"]

@@ -21,10 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_multimarkets.api.signing import canonical_json, string_to_sign, verify
 from airflow_provider_multimarkets.exceptions import MultiMarketsSigningError
 from airflow_provider_multimarkets.sandbox import data
 from airflow_provider_multimarkets.sandbox.faults import FaultPlan
-from airflow_provider_multimarkets.signing import canonical_json, string_to_sign, verify
 
 log = logging.getLogger("multimarkets.sandbox")
 

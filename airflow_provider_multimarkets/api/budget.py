@@ -480,7 +480,7 @@ class CallBudget:
 
 def default_budget_dir() -> str:
     """``$MULTIMARKETS_BUDGET_DIR``, else ``$AIRFLOW_HOME/multimarkets-budget`` (``~/airflow`` by default)."""
-    from airflow_provider_multimarkets.local_dirs import local_dir
+    from airflow_provider_multimarkets.storage.paths import local_dir
 
     return local_dir("MULTIMARKETS_BUDGET_DIR", "multimarkets-budget")
 

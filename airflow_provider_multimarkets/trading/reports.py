@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_multimarkets.msg_frames import ORDER_STATUS_NAMES, parse_server_frame
-from airflow_provider_multimarkets.push_log import PushTally
+from airflow_provider_multimarkets.messaging.frames import ORDER_STATUS_NAMES, parse_server_frame
+from airflow_provider_multimarkets.storage.push_log import PushTally
+from airflow_provider_multimarkets.storage.table_files import csv_cell, json_safe
 
 
 def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
@@ -78,31 +79,6 @@ def _finite(value: Any) -> float | None:
     if value in (None, ""):
         return 0.0
     return finite_number(value)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by ``None``: the JSON written is always valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-#: A cell starting with one of these is a formula to a spreadsheet (CSV injection): it is written
-#: with a leading apostrophe, which spreadsheets show as text.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        try:  # a plain negative number stays a number
-            float(value)
-        except ValueError:
-            return "'" + value
-    return value
 
 
 def account_report(customer: dict[str, Any], symbols: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from airflow_provider_multimarkets.reports import finite_number
+from airflow_provider_multimarkets.trading.reports import finite_number
 
 #: order statuses after which the order has executed quantity (queryOrderPage ``status``)
 EXECUTED_STATUSES = frozenset({2, 3, 5})

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from airflow_provider_multimarkets.api.signing import KEY_ORDERS, CanonicalOptions
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
-from airflow_provider_multimarkets.signing import KEY_ORDERS, CanonicalOptions
 
 PRODUCTION_BASE_URL = "https://api.multimarkets.org/openapi-c"
 PRE_BASE_URL = "https://prewppc-3.cmfbl.com/openapi-c"
