@@ -114,6 +114,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_provider_multimarkets.operators.msg_subscribe",
                     "airflow_provider_multimarkets.operators.order",
                     "airflow_provider_multimarkets.operators.report",
+                    "airflow_provider_multimarkets.operators.query_to_file",
                 ],
             }
         ],

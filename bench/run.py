@@ -308,7 +308,7 @@ def bench_signing(rounds: int, count: int) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
-    from airflow_provider_multimarkets.signing import Signer, canonical_json, load_private_key, string_to_sign
+    from airflow_provider_multimarkets.api.signing import Signer, canonical_json, load_private_key, string_to_sign
 
     print("Signing", flush=True)
     secret = _demo_key()
@@ -397,7 +397,7 @@ from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.operators.msg_subscribe import _first_event
 from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
 import websockets.asyncio.client, websockets.client  # loaded in a running triggerer: not part of the time
-import airflow_provider_multimarkets.hooks.msg_connection
+import airflow_provider_multimarkets.messaging.connection
 n, mode, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 token = MultiMarketsHook().get_msg_token()
 if mode == "ours":
@@ -410,7 +410,7 @@ if mode == "ours":
         assert sum(1 for _ in handle) == n  # every push counted is in the file
 else:
     from websockets.asyncio.client import connect
-    from airflow_provider_multimarkets.msg_frames import build_frame
+    from airflow_provider_multimarkets.messaging.frames import build_frame
     parse = mode.split("_")[1]
     if parse == "orjson":
         import orjson
@@ -554,7 +554,7 @@ def bench_budget(rounds: int, count: int) -> None:
     import redis
 
     sys.path.insert(0, str(ROOT))
-    from airflow_provider_multimarkets.budget import CallBudget, HostStore, ProcessStore, RedisStore
+    from airflow_provider_multimarkets.api.budget import CallBudget, HostStore, ProcessStore, RedisStore
     from deploy.harness import start_redis_server
 
     print("budget", flush=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import Sandboxes, record
 
-from airflow_provider_multimarkets.budget import SAFETY_MARGIN_SECONDS
+from airflow_provider_multimarkets.api.budget import SAFETY_MARGIN_SECONDS
 from deploy.harness import Deployment, SandboxProcess, log, peak_in_window
 
 DAG = "mm_deploy_fanout"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import Sandboxes, record
 
-from airflow_provider_multimarkets.order_identity import derive_third_party_order
+from airflow_provider_multimarkets.trading.order_identity import derive_third_party_order
 from deploy.harness import Deployment, SandboxProcess, http_json, log, q, wait_until
 
 DAG = "mm_deploy_order"

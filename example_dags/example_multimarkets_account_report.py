@@ -48,7 +48,7 @@ with DAG(
     ) -> dict[str, Any]:
         import logging
 
-        from airflow_provider_multimarkets.reports import account_report, text_table, write_report
+        from airflow_provider_multimarkets.trading.reports import account_report, text_table, write_report
 
         log = logging.getLogger("airflow.task")
         result = account_report(customer, symbols)

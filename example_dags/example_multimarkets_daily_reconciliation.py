@@ -82,9 +82,9 @@ with DAG(
     @task
     def reconcile(orders: dict[str, Any], trades: dict[str, Any], flows: dict[str, Any], **context: Any) -> dict:
         """Join the three files on orderId; write reconciliation.json and .csv; return the counts."""
-        from airflow_provider_multimarkets.reconciliation import reconcile as join
-        from airflow_provider_multimarkets.reports import text_table, write_report
-        from airflow_provider_multimarkets.table_files import read_jsonl
+        from airflow_provider_multimarkets.storage.table_files import read_jsonl
+        from airflow_provider_multimarkets.trading.reconciliation import reconcile as join
+        from airflow_provider_multimarkets.trading.reports import text_table, write_report
 
         report = join(
             read_jsonl(orders["paths"]["jsonl"]),

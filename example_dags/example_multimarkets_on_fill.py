@@ -57,7 +57,7 @@ if AssetWatcher is not None:
         @task
         def record_fills(**context: Any) -> dict[str, Any]:
             """One line per fill in ``fills.jsonl``; an identity already recorded is skipped."""
-            from airflow_provider_multimarkets.push_events import FillLedger
+            from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
 
             ledger = FillLedger(FILLS_DIR)
             run_id = context["run_id"]

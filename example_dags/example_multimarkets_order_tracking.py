@@ -59,7 +59,7 @@ with DAG(
     def build_order(customer: dict[str, Any], symbols: list[dict[str, Any]], params: Any = None) -> dict[str, Any]:
         import time
 
-        from airflow_provider_multimarkets.reports import account_list, scale_price
+        from airflow_provider_multimarkets.trading.reports import account_list, scale_price
 
         # accountList: an array in the docs' examples, an object in the schema; account_list reads both
         account = next(a for a in account_list(customer) if a.get("tradeType") == 2)
@@ -95,7 +95,7 @@ with DAG(
     def fill_report(result: dict[str, Any], params: Any = None, run_id: str | None = None) -> dict[str, Any]:
         import logging
 
-        from airflow_provider_multimarkets.reports import text_table, write_report
+        from airflow_provider_multimarkets.trading.reports import text_table, write_report
 
         fill = result["fill"]
         out_dir = f"{params['report_dir']}/order_tracking/{str(run_id).replace(':', '').replace('+', '_')}"

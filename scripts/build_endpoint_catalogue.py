@@ -1,4 +1,4 @@
-"""Build ``airflow_provider_multimarkets/endpoint_catalogue.json`` from the vendor's OpenAPI file.
+"""Build ``airflow_provider_multimarkets/api/endpoint_catalogue.json`` from the vendor's OpenAPI file.
 
     python scripts/build_endpoint_catalogue.py [path/to/MultiMarkets-ClientAPI.openapi.en.yaml]
 
@@ -33,7 +33,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SPEC = ROOT.parent / "shared" / "MultiMarkets-ClientAPI.openapi.en.yaml"
-OUTPUT = ROOT / "airflow_provider_multimarkets" / "endpoint_catalogue.json"
+OUTPUT = ROOT / "airflow_provider_multimarkets" / "api" / "endpoint_catalogue.json"
 SPEC_URI = "urn:multimarkets:openapi"
 JSON_TYPES = ("integer", "number", "string", "boolean", "array", "object", "null")
 #: ``version=0.0.1``, ``group = tradeApi``, ``version: 0.0.1``: anywhere in a description

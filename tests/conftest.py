@@ -91,7 +91,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Record the hook's back-off sleeps and the budget's waits instead of sleeping (the budget's
     clock moves on by what it "slept")."""
     fake = FakeTime()
-    monkeypatch.setattr("airflow_provider_multimarkets.budget.time", fake)
+    monkeypatch.setattr("airflow_provider_multimarkets.api.budget.time", fake)
     monkeypatch.setattr("airflow_provider_multimarkets.hooks.multimarkets.time.sleep", fake.sleep)
     return fake.sleeps
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import set_connection
 
-from airflow_provider_multimarkets.budget import Block, CallBudget, HostStore, ProcessStore, RedisStore
+from airflow_provider_multimarkets.api.budget import Block, CallBudget, HostStore, ProcessStore, RedisStore
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsBannedError,
     MultiMarketsBudgetError,
@@ -56,7 +56,7 @@ def _redis_store(url: str, limit: int, window: float, key: str = API_KEY) -> Red
 
 CHILD = r"""
 import json, sys, time
-from airflow_provider_multimarkets.budget import CallBudget, HostStore, RedisStore
+from airflow_provider_multimarkets.api.budget import CallBudget, HostStore, RedisStore
 kind, where, key, limit, window, calls = sys.argv[1:7]
 limit, window, calls = int(limit), float(window), int(calls)
 if kind == "host":
@@ -111,7 +111,7 @@ def test_separate_processes_share_one_budget(kind: str, tmp_path: Path, request:
 
 BLOCKER = r"""
 import sys, time
-from airflow_provider_multimarkets.budget import CallBudget, HostStore
+from airflow_provider_multimarkets.api.budget import CallBudget, HostStore
 from airflow_provider_multimarkets.exceptions import MultiMarketsBannedError
 store = HostStore(sys.argv[1], sys.argv[2], 100, 60.0)
 budget = CallBudget(store, limit=100, window=60.0)
@@ -292,7 +292,7 @@ def test_hook_names_a_missing_redis_connection(sandbox: Any, monkeypatch: pytest
     ],
 )
 def test_budget_settings_are_validated(extra: dict[str, Any], field: str) -> None:
-    from airflow_provider_multimarkets.connection_settings import settings_from_connection
+    from airflow_provider_multimarkets.api.settings import settings_from_connection
 
     with pytest.raises(MultiMarketsConfigError, match=f"'{field}'"):
         settings_from_connection(host=None, port=None, login="k", password="p", extra={"company_id": 1, **extra})

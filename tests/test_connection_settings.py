@@ -6,11 +6,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_multimarkets.connection_settings import (
-    PRODUCTION_BASE_URL,
-    normalize_base_url,
-    settings_from_connection,
-)
+from airflow_provider_multimarkets.api.settings import PRODUCTION_BASE_URL, normalize_base_url, settings_from_connection
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
 
 SECRET = "MIICdQIBADANBgkqhkiG9w0BAQEFAASCAl8wSECRETSECRETSECRET"

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_multimarkets.envelope import parse_response, parse_retry_after
+from airflow_provider_multimarkets.api.envelope import parse_response, parse_retry_after
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsBannedError,

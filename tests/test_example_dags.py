@@ -226,7 +226,7 @@ def test_order_tracking_example_end_to_end(demo_sandbox: Any, capfd: pytest.Capt
 def test_on_fill_example_records_each_fill_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from airflow_provider_multimarkets.push_events import event_payload
+    from airflow_provider_multimarkets.messaging.push_filter import event_payload
 
     dag = load_dag("example_multimarkets_on_fill")
     task = dag.get_task("record_fills")

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import DEMO_PRIVATE_KEY, set_connection
 
-from airflow_provider_multimarkets.connection_settings import settings_from_connection
+from airflow_provider_multimarkets.api.settings import settings_from_connection
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsBannedError,
@@ -31,7 +31,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsTransportError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.reports import summarize_pushes, write_report
+from airflow_provider_multimarkets.trading.reports import summarize_pushes, write_report
 
 SECRET_PARTS = (DEMO_PRIVATE_KEY[20:60], "hunter2")
 TOKEN_BODY = b'{"code":"0","msg":"Success","data":"6230de2c-281a-47fe-9d5d-b5f6ac60f482push","ok":true}'

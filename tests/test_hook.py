@@ -12,6 +12,7 @@ import requests
 from conftest import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, set_connection
 
 from airflow_provider_multimarkets import __version__
+from airflow_provider_multimarkets.api.signing import canonical_json, string_to_sign, verify
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsBannedError,
@@ -22,7 +23,6 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsTransportError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.signing import canonical_json, string_to_sign, verify
 
 BASE = "https://mm.example.test/openapi-c"
 TOKEN_URL = f"{BASE}/global/getMsgPushToken"
@@ -112,7 +112,7 @@ def test_one_session_reused(demo_conn: dict[str, Any], requests_mock: Any, monke
 
 
 def test_key_parsed_once(demo_conn: dict[str, Any], requests_mock: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_multimarkets import signing
+    from airflow_provider_multimarkets.api import signing
 
     calls: list[int] = []
     original = signing.load_private_key

@@ -28,7 +28,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError, MultiMarketsMsgError
-from airflow_provider_multimarkets.hooks.msg_connection import MsgConnection, _proxy_for, ssl_context
+from airflow_provider_multimarkets.messaging.connection import MsgConnection, _proxy_for, ssl_context
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 
 MAX = 70_000

@@ -17,7 +17,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsMsgAuthError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.msg_frames import build_frame
+from airflow_provider_multimarkets.messaging.frames import build_frame
 from airflow_provider_multimarkets.operators.msg_subscribe import MultiMarketsMsgSubscribeOperator
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
@@ -120,7 +120,7 @@ def test_drop_mid_stream_loses_and_duplicates_nothing(streaming: Any, tmp_path: 
     seqs = [json.loads(line)["seqId"] for line in out.read_text().splitlines()]
     assert seqs == list(range(1, 151))  # the sandbox's sequence: contiguous, no gap, no repeat
     assert summary["messages"] == 150 and summary["output_path"] == str(out)
-    from airflow_provider_multimarkets.reports import summarize_pushes
+    from airflow_provider_multimarkets.trading.reports import summarize_pushes
 
     with out.open() as handle:
         report = summarize_pushes(handle)  # the report's counts are the summary's: one rule, one file

@@ -24,7 +24,7 @@ from airflow_provider_multimarkets.operators.order import (
     ISOLATED_ORDER_PAGE,
     MultiMarketsMarketOrderOperator,
 )
-from airflow_provider_multimarkets.order_identity import check_third_party_order, derive_third_party_order
+from airflow_provider_multimarkets.trading.order_identity import check_third_party_order, derive_third_party_order
 
 VALID = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 
@@ -236,7 +236,7 @@ def test_socket_dropped_while_placing_still_tracks_the_order(sandbox: Any, mm_co
 
 
 def test_malformed_push_during_placement_breaks_nothing(sandbox: Any, mm_conn: dict[str, Any]) -> None:
-    from airflow_provider_multimarkets.msg_frames import SubscriptionRecorder
+    from airflow_provider_multimarkets.messaging.subscription import SubscriptionRecorder
 
     recorder = SubscriptionRecorder()
     assert recorder.add({"msgCode": ["trade"], "seqId": [1, 2], "trace": {"x": 1}, "content": []})

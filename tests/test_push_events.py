@@ -18,16 +18,10 @@ from conftest import ORDER_BIZ_TYPE, ORDER_BODY
 
 from airflow_provider_multimarkets._compat import airflow_version
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
-from airflow_provider_multimarkets.push_events import (
-    PushEventFilter,
-    compact_journal,
-    event_identity,
-    event_payload,
-    fill_record,
-    load_token,
-    replay_tail,
-    save_token,
-)
+from airflow_provider_multimarkets.messaging.identity import event_identity
+from airflow_provider_multimarkets.messaging.push_filter import PushEventFilter, event_payload, replay_tail
+from airflow_provider_multimarkets.storage.journal import compact_journal, load_token, save_token
+from airflow_provider_multimarkets.trading.fill_ledger import fill_record
 
 AIRFLOW_3 = not airflow_version().startswith("2.")
 needs_airflow_3 = pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling needs Airflow 3")

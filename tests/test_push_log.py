@@ -10,16 +10,11 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_multimarkets.msg_frames import SubscriptionRecorder
-from airflow_provider_multimarkets.push_log import (
-    PushLog,
-    PushLogError,
-    as_line,
-    decode_frame,
-    push_identity,
-    read_push_log,
-    spool_path_for,
-)
+from airflow_provider_multimarkets.messaging.codec import decode_frame
+from airflow_provider_multimarkets.messaging.identity import push_identity
+from airflow_provider_multimarkets.messaging.subscription import SubscriptionRecorder
+from airflow_provider_multimarkets.storage.paths import spool_path_for
+from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError, as_line, read_push_log
 
 
 def trade(order_id: int, *, seq: Any = 1, trace: Any = None, status: str = "2", ts: int = 1_700_000_000_000) -> dict:

@@ -19,8 +19,8 @@ from conftest import run_subscription, set_connection
 
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.operators.report import MultiMarketsPushReportOperator
-from airflow_provider_multimarkets.push_log import iter_push_lines
 from airflow_provider_multimarkets.sandbox import SandboxConfig
+from airflow_provider_multimarkets.storage.logs import iter_push_lines
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -104,7 +104,7 @@ def test_segments_on_s3_survive_a_restart_and_read_once(
 
 def test_two_writers_on_segments_are_read_once(bucket: str) -> None:
     """An orphaned trigger run and its successor both storing one push: readers count it once."""
-    from airflow_provider_multimarkets.push_segments import SegmentedPushLog
+    from airflow_provider_multimarkets.storage.segments import SegmentedPushLog
 
     url = f"s3://{bucket}/two-writers"
     frame = {"msgCode": "trade", "timestamp": 1, "trace": "t", "seqId": 1, "content": {"a": 1}}

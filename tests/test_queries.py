@@ -13,14 +13,14 @@ from typing import Any
 import pytest
 from conftest import DEMO_PRIVATE_KEY, ORDER_BIZ_TYPE, ORDER_BODY, ROOT, load_dag, set_connection, ti_states, xcom_value
 
-from airflow_provider_multimarkets.endpoints import catalogue, check_payload, endpoint, epoch_ms, time_range_fields
+from airflow_provider_multimarkets.api.endpoints import catalogue, check_payload, endpoint, epoch_ms, time_range_fields
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsConfigError,
     MultiMarketsPagingError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.reconciliation import reconcile
+from airflow_provider_multimarkets.trading.reconciliation import reconcile
 
 ORDERS = "tradeapi.app.OrderApiService.queryOrderPage"
 TRADES = "tradeapi.app.OrderApiService.queryTradeRecordPage"
@@ -61,7 +61,7 @@ def test_the_committed_catalogue_is_what_the_script_builds_from_the_spec() -> No
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     built = module.build(SPEC)
-    committed = (ROOT / "airflow_provider_multimarkets" / "endpoint_catalogue.json").read_text()
+    committed = (ROOT / "airflow_provider_multimarkets" / "api" / "endpoint_catalogue.json").read_text()
     assert module.render(built) == committed, "run: python scripts/build_endpoint_catalogue.py"
 
 

@@ -14,6 +14,7 @@ from conftest import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, ORDER_BIZ_TYPE, ORDER_BO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_multimarkets.api.signing import Signer, canonical_json
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsBannedError,
@@ -28,7 +29,6 @@ from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.operators.multimarkets import MultiMarketsOperator
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 from airflow_provider_multimarkets.sandbox.state import SandboxState
-from airflow_provider_multimarkets.signing import Signer, canonical_json
 
 TOKEN = "getMsgPushToken"
 ORDER = ORDER_BIZ_TYPE
@@ -230,7 +230,7 @@ def test_signed_bodies_accepted_and_any_single_byte_change_rejected(body: dict[s
 @settings(max_examples=60, deadline=None)
 @given(body=bodies)
 def test_signature_verifies_with_the_public_key(body: dict[str, Any]) -> None:
-    from airflow_provider_multimarkets.signing import string_to_sign, verify
+    from airflow_provider_multimarkets.api.signing import string_to_sign, verify
 
     text = canonical_json(body)
     assert verify(DEMO_PUBLIC_KEY, string_to_sign(text, 1), _SIGNER.sign_body(text, 1))
@@ -312,7 +312,7 @@ def test_bad_configuration(
 def test_pem_and_der_secrets_both_work(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    from airflow_provider_multimarkets.signing import load_private_key
+    from airflow_provider_multimarkets.api.signing import load_private_key
 
     pem = (
         load_private_key(sandbox.private_key)

@@ -26,8 +26,8 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsTransportError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.reports import account_list
 from airflow_provider_multimarkets.sandbox import HttpFault, SandboxConfig
+from airflow_provider_multimarkets.trading.reports import account_list
 
 ORDER_ISOLATED = ORDER_BIZ_TYPE
 ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"

@@ -7,8 +7,7 @@ import base64
 import pytest
 from conftest import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 
-from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError, MultiMarketsSigningError
-from airflow_provider_multimarkets.signing import (
+from airflow_provider_multimarkets.api.signing import (
     CanonicalOptions,
     Signer,
     canonical_json,
@@ -16,6 +15,7 @@ from airflow_provider_multimarkets.signing import (
     string_to_sign,
     verify,
 )
+from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError, MultiMarketsSigningError
 
 VECTORS = [
     (

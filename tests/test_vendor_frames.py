@@ -22,12 +22,7 @@ from conftest import set_connection
 from test_subscription_faults import ScriptedServer, push, run
 
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-from airflow_provider_multimarkets.msg_frames import (
-    is_auth_failure,
-    is_push,
-    parse_pnl_frame,
-    session_end,
-)
+from airflow_provider_multimarkets.messaging.frames import is_auth_failure, is_push, parse_pnl_frame, session_end
 from airflow_provider_multimarkets.operators.msg_subscribe import _first_event
 from airflow_provider_multimarkets.sandbox import SandboxConfig
 from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
@@ -276,7 +271,7 @@ def test_sandbox_refuses_a_bad_token_with_subscribe_fail(sandbox: Any, monkeypat
 
 
 def test_the_trigger_reads_the_connection_as_the_hook_does(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from airflow_provider_multimarkets.connection_settings import settings_from_airflow_connection
+    from airflow_provider_multimarkets.api.settings import settings_from_airflow_connection
 
     monkeypatch.delenv("AIRFLOW_CONN_MM_NOWHERE", raising=False)
     event = asyncio.run(
@@ -317,7 +312,7 @@ def test_the_trigger_reads_the_connection_as_the_hook_does(sandbox: Any, monkeyp
 
 
 def test_one_backoff_rule_for_calls_and_reconnects() -> None:
-    from airflow_provider_multimarkets.retry import RetryPolicy, backoff_delay
+    from airflow_provider_multimarkets.api.retry import RetryPolicy, backoff_delay
 
     assert [backoff_delay(n, 1.0, 30.0, rand=lambda: 1.0) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
     assert [backoff_delay(n, 1.0, 30.0, rand=lambda: 0.0) for n in range(3)] == [0.5, 1, 2]
@@ -344,15 +339,15 @@ def test_one_backoff_rule_for_calls_and_reconnects() -> None:
 def test_fast_and_standard_parsers_agree(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import math
 
-    from airflow_provider_multimarkets import msg_frames, push_log
+    from airflow_provider_multimarkets.messaging import codec, frames
 
     def parsed(fast: str) -> Any:
         monkeypatch.setenv("MULTIMARKETS_FAST_JSON", fast)
-        monkeypatch.setattr(push_log, "_loads", None)
-        monkeypatch.setattr(push_log, "_bytes_loads", None)
-        frame = msg_frames.parse_server_frame(text)
+        monkeypatch.setattr(codec, "_loads", None)
+        monkeypatch.setattr(codec, "_bytes_loads", None)
+        frame = frames.parse_server_frame(text)
         try:  # the client's hot path on a text frame's bytes: the same frame, or it leaves it to the above
-            hot = push_log.bytes_loads()(text.encode("utf-8", "surrogatepass"))
+            hot = codec.bytes_loads()(text.encode("utf-8", "surrogatepass"))
         except ValueError:
             hot = frame
         hot = hot if isinstance(hot, dict) else frame  # not an object: the general path as well
@@ -360,7 +355,7 @@ def test_fast_and_standard_parsers_agree(text: str, monkeypatch: pytest.MonkeyPa
         return json.dumps(frame, sort_keys=True) if frame is not None else None
 
     fast, standard = parsed("1"), parsed("0")
-    assert push_log.frame_loads() is json.loads  # "0" turned orjson off
+    assert codec.frame_loads() is json.loads  # "0" turned orjson off
     assert fast == standard
     if "NaN" in text:
         assert fast is not None and math.isnan(json.loads(fast)["v"])

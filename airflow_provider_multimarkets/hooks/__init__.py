@@ -1,0 +1,1 @@
+"""Airflow hooks of the MultiMarkets provider: ``MultiMarketsHook`` (signed Open API calls)."""

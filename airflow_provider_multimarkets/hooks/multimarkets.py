@@ -25,10 +25,10 @@ from airflow_provider_multimarkets.exceptions import (
 if TYPE_CHECKING:
     import requests
 
-    from airflow_provider_multimarkets.budget import BudgetStore, CallBudget
-    from airflow_provider_multimarkets.connection_settings import ConnectionSettings
-    from airflow_provider_multimarkets.retry import RetryPolicy
-    from airflow_provider_multimarkets.signing import Signer
+    from airflow_provider_multimarkets.api.budget import BudgetStore, CallBudget
+    from airflow_provider_multimarkets.api.retry import RetryPolicy
+    from airflow_provider_multimarkets.api.settings import ConnectionSettings
+    from airflow_provider_multimarkets.api.signing import Signer
 
 MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
 #: a bizType as the spec writes it: dotted names, and two with a "/" that the URL path carries as it is
@@ -89,7 +89,7 @@ class MultiMarketsHook(BaseHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The validated connection settings; the secretKey is registered with the masker."""
-        from airflow_provider_multimarkets.connection_settings import (
+        from airflow_provider_multimarkets.api.settings import (
             missing_connection_message,
             settings_from_airflow_connection,
         )
@@ -109,14 +109,14 @@ class MultiMarketsHook(BaseHook):
     @cached_property
     def signer(self) -> Signer:
         """The parsed private key; parsed once per hook."""
-        from airflow_provider_multimarkets.signing import Signer
+        from airflow_provider_multimarkets.api.signing import Signer
 
         return Signer(self.settings.secret_key, self.settings.sign_charset)
 
     @cached_property
     def session(self) -> requests.Session:
         """One HTTP session per hook, reused by every call (keep-alive, one connection per thread)."""
-        from airflow_provider_multimarkets.transport import build_session
+        from airflow_provider_multimarkets.api.transport import build_session
 
         verify = self.settings.verify
         if verify is True:
@@ -134,14 +134,14 @@ class MultiMarketsHook(BaseHook):
 
     @cached_property
     def retry_policy(self) -> RetryPolicy:
-        from airflow_provider_multimarkets.retry import RetryPolicy
+        from airflow_provider_multimarkets.api.retry import RetryPolicy
 
         return RetryPolicy(max_retries=self.settings.max_retries, backoff=self.settings.retry_backoff)
 
     @cached_property
     def budget(self) -> CallBudget:
         """The apiKey's call budget and ban breaker, shared with every process that uses the key."""
-        from airflow_provider_multimarkets.budget import SAFETY_MARGIN_SECONDS, CallBudget
+        from airflow_provider_multimarkets.api.budget import SAFETY_MARGIN_SECONDS, CallBudget
 
         settings = self.settings
         window = settings.rate_limit_window + min(SAFETY_MARGIN_SECONDS, settings.rate_limit_window / 4)
@@ -155,7 +155,7 @@ class MultiMarketsHook(BaseHook):
         )
 
     def _budget_store(self, window: float) -> BudgetStore:
-        from airflow_provider_multimarkets.budget import HostStore, ProcessStore, RedisStore, default_budget_dir
+        from airflow_provider_multimarkets.api.budget import HostStore, ProcessStore, RedisStore, default_budget_dir
         from airflow_provider_multimarkets.exceptions import MultiMarketsBudgetError
 
         settings = self.settings
@@ -251,7 +251,7 @@ class MultiMarketsHook(BaseHook):
 
         ``idempotency_key`` is sent as the ``idempotency-key`` header unless the connection's
         ``idempotency_key`` extra is false (see :meth:`call`)."""
-        from airflow_provider_multimarkets.signing import canonical_json
+        from airflow_provider_multimarkets.api.signing import canonical_json
 
         settings = self.settings
         _check_biz_type(biz_type)
@@ -306,7 +306,7 @@ class MultiMarketsHook(BaseHook):
             extra ``idempotency_key: false`` turns sending it off.
         :raises MultiMarketsError: a typed subclass for every failure.
         """
-        from airflow_provider_multimarkets.retry import retryable_error
+        from airflow_provider_multimarkets.api.retry import retryable_error
 
         version, group = self._documented(biz_type, payload, version, group, check=check)
         if idempotency_key is not None:
@@ -380,7 +380,7 @@ class MultiMarketsHook(BaseHook):
         """
         import hashlib
 
-        from airflow_provider_multimarkets.endpoints import endpoint, read_page
+        from airflow_provider_multimarkets.api.endpoints import endpoint, read_page
         from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
 
         spec = endpoint(biz_type)
@@ -475,7 +475,7 @@ class MultiMarketsHook(BaseHook):
     ) -> tuple[str | None, str | None]:
         """The headers the catalogue documents for ``biz_type`` where the caller gave none; the payload
         checked against the documented body. An undocumented bizType is sent as given, with a warning."""
-        from airflow_provider_multimarkets.endpoints import check_payload, endpoint
+        from airflow_provider_multimarkets.api.endpoints import check_payload, endpoint
 
         _check_biz_type(biz_type)
         spec = endpoint(biz_type)
@@ -500,8 +500,8 @@ class MultiMarketsHook(BaseHook):
         group: str | None,
         idempotency_key: str | None = None,
     ) -> Any:
-        from airflow_provider_multimarkets.envelope import parse_response
-        from airflow_provider_multimarkets.transport import post
+        from airflow_provider_multimarkets.api.envelope import parse_response
+        from airflow_provider_multimarkets.api.transport import post
 
         settings = self.settings
         url, headers, body = self.build_request(
@@ -575,7 +575,7 @@ class MultiMarketsHook(BaseHook):
         The UI's Test button runs it in the Airflow API server: one try, no retries and no waiting
         for budget, so it answers within the connect timeout when the host is down.
         """
-        from airflow_provider_multimarkets.retry import RetryPolicy
+        from airflow_provider_multimarkets.api.retry import RetryPolicy
 
         self._where = "the Airflow API server"
         try:
@@ -655,14 +655,6 @@ def _check_biz_type(biz_type: str) -> None:
             "page, e.g. 'getMsgPushToken', 'customer.app.CustomerWebApiService.findCustomerInfo' or "
             "'thirdExt/randomKey'."
         )
-
-
-def __getattr__(name: str) -> Any:
-    if name == "transport_error":  # moved to airflow_provider_multimarkets.transport
-        from airflow_provider_multimarkets.transport import transport_error
-
-        return transport_error
-    raise AttributeError(name)
 
 
 __all__ = ["IDEMPOTENCY_HEADER", "MultiMarketsHook", "new_trace"]

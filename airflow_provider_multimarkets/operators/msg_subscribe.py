@@ -110,7 +110,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
             )
 
     def build_trigger(self, token: str, context: Context | None = None) -> MultiMarketsMsgSubscribeTrigger:
-        from airflow_provider_multimarkets.push_log import spool_path_for
+        from airflow_provider_multimarkets.storage.paths import spool_path_for
         from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
 
         spool_path = None
@@ -158,7 +158,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
         from airflow_provider_multimarkets.exceptions import MultiMarketsMsgAuthError, MultiMarketsMsgError
-        from airflow_provider_multimarkets.msg_frames import format_summary
+        from airflow_provider_multimarkets.messaging.subscription import format_summary
 
         if not isinstance(event, dict):
             raise MultiMarketsMsgError(

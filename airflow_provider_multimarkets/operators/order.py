@@ -30,7 +30,7 @@ CROSS_MARKET_ORDER = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
 ISOLATED_ORDER_PAGE = "tradeapi.app.OrderApiService.queryOrderPage"
 #: Order lists by variant. The full-margin ``CfdMMOrderApiService`` documents no list of open or
 #: pending orders (only ``queryHistoryCloseOrderList``, closed positions), so its orders cannot be
-#: reconciled: a retry of one never places (see ``_reconcile``).
+#: looked up first: a retry of one never places (see ``_find_earlier_order``).
 ORDER_LOOKUPS = {ISOLATED_MARKET_ORDER: ISOLATED_ORDER_PAGE}
 
 
@@ -47,7 +47,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
     fails, the task fails without placing. Airflow's own ``retries`` apply (none are forced).
 
     :param order: the order body (templated), e.g. the Order Process example; prices are scaled
-        integer strings (see :func:`airflow_provider_multimarkets.reports.scale_price`).
+        integer strings (see :func:`airflow_provider_multimarkets.trading.reports.scale_price`).
     :param biz_type: ``tradeapi.app.OrderApiService.addMarketOrder`` (isolated margin, tradeType 2,
         default) or ``tradeapi.app.CfdMMOrderApiService.addMarketOrder`` (full margin, tradeType 1;
         it has no documented order lookup, so a retry of it fails without placing).
@@ -83,7 +83,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         if biz_type == CROSS_MARKET_ORDER:
-            kwargs.setdefault("retries", 0)  # no documented lookup: a retry could only fail (see _reconcile)
+            kwargs.setdefault("retries", 0)  # no documented lookup: a retry could only fail (see _find_earlier_order)
         super().__init__(**kwargs)
         self.order = order
         self.biz_type = biz_type
@@ -106,7 +106,10 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
     # ---- identity and lookup -------------------------------------------------------------------
 
     def _client_order_id(self, context: Context) -> str:
-        from airflow_provider_multimarkets.order_identity import check_third_party_order, derive_third_party_order
+        from airflow_provider_multimarkets.trading.order_identity import (
+            check_third_party_order,
+            derive_third_party_order,
+        )
 
         if self.third_party_order:
             return check_third_party_order(self.third_party_order)
@@ -116,7 +119,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
 
     def lookup(self, order: dict[str, Any], third_party_order: str) -> list[dict[str, Any]]:
         """The orders the platform holds with ``third_party_order`` (the documented order list)."""
-        from airflow_provider_multimarkets.order_identity import matching_orders
+        from airflow_provider_multimarkets.trading.order_identity import matching_orders
 
         page_biz = ORDER_LOOKUPS[self.biz_type]
         query: dict[str, Any] = {
@@ -137,9 +140,9 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
             )
         return matching_orders(records, third_party_order)
 
-    def _reconcile(self, order: dict[str, Any], third_party_order: str) -> dict[str, Any] | None:
+    def _find_earlier_order(self, order: dict[str, Any], third_party_order: str) -> dict[str, Any] | None:
         """On a retry or clear: the order an earlier try placed, or ``None`` when there is none."""
-        from airflow_provider_multimarkets.order_identity import record_order_id
+        from airflow_provider_multimarkets.trading.order_identity import record_order_id
 
         if self.biz_type not in ORDER_LOOKUPS:
             raise MultiMarketsOrderError(
@@ -219,7 +222,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
                 lookup = f"the lookup failed too ({lookup_exc})"
             else:
                 if found:
-                    from airflow_provider_multimarkets.order_identity import record_order_id
+                    from airflow_provider_multimarkets.trading.order_identity import record_order_id
 
                     return MultiMarketsOrderError(
                         f"Order {record_order_id(found[0])} (thirdPartyOrder={third_party_order}) WAS placed, but "
@@ -255,7 +258,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         order = {**order, "thirdPartyOrder": third_party_order}
         try_number = int(getattr(context["ti"], "try_number", 1) or 1)
         if try_number > 1:
-            existing = self._reconcile(order, third_party_order)
+            existing = self._find_earlier_order(order, third_party_order)
             if existing is not None:
                 return self._adopted(existing, order, context)
         self.log.warning("Placing a MARKET ORDER (%s): %s", self.biz_type, order)
@@ -265,12 +268,13 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
 
     def _adopted(self, record: dict[str, Any], order: dict[str, Any], context: Context) -> dict[str, Any]:
         """An earlier try placed the order: report it, and wait (bounded) for a final status."""
-        from airflow_provider_multimarkets.order_identity import FINAL_ORDER_STATUSES, record_order_id
+        from airflow_provider_multimarkets.trading.order_identity import record_order_id
+        from airflow_provider_multimarkets.trading.order_status import is_final_order_status
 
         order_id = record_order_id(record)
         self._record(context, {"orderId": order_id, "thirdPartyOrder": order["thirdPartyOrder"], "source": "adopted"})
         deadline = time.monotonic() + (self.window_seconds if self.track else 0)
-        while self.track and record.get("status") not in FINAL_ORDER_STATUSES and time.monotonic() < deadline:
+        while self.track and not is_final_order_status(record.get("status")) and time.monotonic() < deadline:
             time.sleep(2)
             found = self.lookup(order, order["thirdPartyOrder"])
             record = found[0] if found else record
@@ -285,8 +289,8 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
     def _place_tracked(self, order: dict[str, Any], context: Context) -> dict[str, Any]:
         import asyncio
 
-        from airflow_provider_multimarkets.hooks.msg_socket import MultiMarketsMsgClient, SubscriptionSpec
-        from airflow_provider_multimarkets.reports import fill_report
+        from airflow_provider_multimarkets.messaging.client import MultiMarketsMsgClient, SubscriptionSpec
+        from airflow_provider_multimarkets.trading.reports import fill_report
 
         token = self.hook.get_msg_token()
         placed: dict[str, Any] = {}

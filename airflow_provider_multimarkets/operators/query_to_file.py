@@ -77,11 +77,11 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
             raise MultiMarketsConfigError(f"{self.task_id}: formats are jsonl, csv and parquet, not {unknown or '()'}.")
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_multimarkets.endpoints import epoch_ms, time_range_fields
+        from airflow_provider_multimarkets.api.endpoints import epoch_ms, time_range_fields
         from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
         from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-        from airflow_provider_multimarkets.push_log import PushLogError
-        from airflow_provider_multimarkets.table_files import TableFiles, parquet_available
+        from airflow_provider_multimarkets.storage.push_log import PushLogError
+        from airflow_provider_multimarkets.storage.table_files import TableFiles, parquet_available
 
         if self.payload is not None and not isinstance(self.payload, dict):
             raise MultiMarketsConfigError(

@@ -32,13 +32,10 @@ class MultiMarketsPushReportOperator(BaseOperator):
         self.name = name
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_multimarkets.push_log import (
-            PushLogError,
-            is_object_store_url,
-            iter_push_lines,
-            local_path,
-        )
-        from airflow_provider_multimarkets.reports import summarize_pushes, text_table, write_report
+        from airflow_provider_multimarkets.storage.logs import iter_push_lines
+        from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
+        from airflow_provider_multimarkets.storage.push_log import PushLogError
+        from airflow_provider_multimarkets.trading.reports import summarize_pushes, text_table, write_report
 
         if not is_object_store_url(self.input_path) and not Path(local_path(self.input_path)).is_file():
             raise MultiMarketsConfigError(

@@ -1,0 +1,1 @@
+"""Airflow triggers of the MultiMarkets provider: the message subscription and the push-event watcher."""

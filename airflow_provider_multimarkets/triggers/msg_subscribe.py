@@ -1,7 +1,7 @@
 """``MultiMarketsMsgSubscribeTrigger``: listen on the message WebSocket without holding a worker slot.
 
 A thin trigger around the hook-side client
-(:class:`~airflow_provider_multimarkets.hooks.msg_socket.MultiMarketsMsgClient`), which holds the
+(:class:`~airflow_provider_multimarkets.messaging.client.MultiMarketsMsgClient`), which holds the
 protocol, the push log and the reconnect rules. A triggerer that is killed loses nothing counted:
 the trigger that a new triggerer starts with the same arguments resumes from the push log.
 """
@@ -13,14 +13,14 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_multimarkets.hooks.msg_socket import MultiMarketsMsgClient, SubscriptionSpec
+from airflow_provider_multimarkets.messaging.client import MultiMarketsMsgClient, SubscriptionSpec
 
 
 class MultiMarketsMsgSubscribeTrigger(BaseTrigger):
     """Subscribe to account/position/trade pushes and stop on the first condition that holds.
 
     Its keyword arguments are the fields of
-    :class:`~airflow_provider_multimarkets.hooks.msg_socket.SubscriptionSpec` (``token``,
+    :class:`~airflow_provider_multimarkets.messaging.client.SubscriptionSpec` (``token``,
     ``multimarkets_conn_id``, ``trade_types``, ``deadline``, ``max_messages``, ``until_order_id``,
     ``output_path``, ...): JSON values, so :meth:`serialize` round-trips them.
     """

@@ -7,7 +7,7 @@ module imports, and building the trigger raises a :class:`MultiMarketsConfigErro
 The trigger is long-lived. It fetches its own msg token with the hook's signed call
 (:meth:`~airflow_provider_multimarkets.hooks.multimarkets.MultiMarketsHook.aget_msg_token`: the
 shared call budget of the apiKey, off the event loop) and listens with the one message-socket
-client (:class:`~airflow_provider_multimarkets.hooks.msg_socket.MultiMarketsMsgClient`: its
+client (:class:`~airflow_provider_multimarkets.messaging.client.MultiMarketsMsgClient`: its
 frame kinds, reconnect rules and push log). A refused or expired token is replaced by a new one.
 
 **At-least-once.** Every push is written to the trigger's journal (a push log) and flushed before
@@ -16,7 +16,7 @@ event, so a trigger that starts again first yields again the journal's pushes of
 ``replay_seconds`` (marked ``"replayed": true``). The token is kept beside the journal (mode 0600)
 so that a restarted trigger resumes the same message stream and receives what the platform
 queued for it meanwhile. Duplicates are possible and carry the same ``identity``
-(:func:`~airflow_provider_multimarkets.push_events.event_identity`): de-duplicate on it downstream.
+(:func:`~airflow_provider_multimarkets.messaging.identity.event_identity`): de-duplicate on it downstream.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsError,
     MultiMarketsMsgError,
 )
-from airflow_provider_multimarkets.push_events import DEFAULT_MAX_EVENT_BYTES, PushEventFilter
+from airflow_provider_multimarkets.messaging.push_filter import DEFAULT_MAX_EVENT_BYTES, PushEventFilter
 
 try:
     from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -162,8 +162,8 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
 
     def paths(self) -> tuple[str, str]:
         """This watcher's journal and token files (named after its connection, trade types and filter)."""
-        from airflow_provider_multimarkets.push_events import watcher_key
-        from airflow_provider_multimarkets.push_log import default_push_dir
+        from airflow_provider_multimarkets.messaging.push_filter import watcher_key
+        from airflow_provider_multimarkets.storage.paths import default_push_dir
 
         directory = self.state_dir or os.path.join(default_push_dir(), "events")
         key = watcher_key([self.multimarkets_conn_id, self.trade_types, self.filter.as_json()])
@@ -173,7 +173,8 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
     # ---- run -----------------------------------------------------------------------------------------
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_multimarkets.push_events import compact_journal, load_token, read_lines, replay_tail
+        from airflow_provider_multimarkets.messaging.push_filter import replay_tail
+        from airflow_provider_multimarkets.storage.journal import compact_journal, load_token, read_lines
 
         journal, token_path = self.paths()
         await asyncio.to_thread(
@@ -234,7 +235,7 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
                 token, fetched_at = await self._new_token(token_path), time.monotonic()
                 continue
             outages += 1
-            from airflow_provider_multimarkets.retry import backoff_delay
+            from airflow_provider_multimarkets.api.retry import backoff_delay
 
             delay = backoff_delay(outages - 1, max(self.reconnect_backoff, 1.0), MAX_OUTAGE_BACKOFF)
             self.log.error(
@@ -250,7 +251,7 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
         self, token: str, journal: str, max_messages: int, outcome: dict[str, Any]
     ) -> AsyncIterator[dict[str, Any]]:
         """The pushes of one client run, as the push log counts them; ``outcome`` gets its result."""
-        from airflow_provider_multimarkets.hooks.msg_socket import MultiMarketsMsgClient, SubscriptionSpec
+        from airflow_provider_multimarkets.messaging.client import MultiMarketsMsgClient, SubscriptionSpec
 
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         spec = SubscriptionSpec(
@@ -293,9 +294,9 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
     async def _new_token(self, token_path: str) -> str:
         """A new msg token (signed call within the shared budget), saved for a restart; retried on
         failures other than configuration, backing off up to 5 minutes."""
+        from airflow_provider_multimarkets.api.retry import backoff_delay
         from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-        from airflow_provider_multimarkets.push_events import save_token
-        from airflow_provider_multimarkets.retry import backoff_delay
+        from airflow_provider_multimarkets.storage.journal import save_token
 
         attempt = 0
         while True:
@@ -320,7 +321,7 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
             return token
 
     def _event(self, frame: dict[str, Any], *, replayed: bool = False) -> TriggerEvent:
-        from airflow_provider_multimarkets.push_events import event_payload
+        from airflow_provider_multimarkets.messaging.push_filter import event_payload
 
         self.events_yielded += 1
         return TriggerEvent(event_payload(frame, replayed=replayed, max_bytes=self.max_event_bytes))

@@ -26,7 +26,7 @@ with DAG("mm_e2e_token", schedule=None, start_date=START, catchup=False) as toke
 
     @task
     def use(token: str, info: dict[str, Any]) -> dict[str, Any]:
-        from airflow_provider_multimarkets.reports import account_list
+        from airflow_provider_multimarkets.trading.reports import account_list
 
         # a downstream consumer never echoes the token: only its shape
         return {

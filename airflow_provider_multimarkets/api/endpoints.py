@@ -66,7 +66,7 @@ def catalogue() -> dict[str, Any]:
     """The generated catalogue (read once per process, on first use)."""
     from importlib.resources import files
 
-    text = files("airflow_provider_multimarkets").joinpath("endpoint_catalogue.json").read_text(encoding="utf-8")
+    text = files("airflow_provider_multimarkets.api").joinpath("endpoint_catalogue.json").read_text(encoding="utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from typing import Any
-
-from airflow_provider_multimarkets.reports import csv_cell, json_safe
 
 FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_BATCH = 10_000
@@ -155,11 +154,12 @@ class TableFiles:
 
 
 def _move(path: str, destination: str) -> str:
-    from airflow_provider_multimarkets.push_log import is_object_store_url, local_path
+    from airflow_provider_multimarkets.storage.files import atomic_file
+    from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
 
     name = os.path.basename(path)
     if is_object_store_url(destination):
-        from airflow_provider_multimarkets.push_segments import filesystem
+        from airflow_provider_multimarkets.storage.paths import filesystem
 
         fs, inner = filesystem(destination)
         target = f"{inner}/{name}"
@@ -168,28 +168,56 @@ def _move(path: str, destination: str) -> str:
     directory = local_path(destination)
     os.makedirs(directory, exist_ok=True)
     target = os.path.join(directory, name)
-    staged = f"{target}.{os.getpid()}.part"
-    shutil.copyfile(path, staged)
-    os.replace(staged, target)
+    with open(path, "rb") as source, atomic_file(target, binary=True) as handle:
+        shutil.copyfileobj(source, handle)
     return target
 
 
 def read_jsonl(path: str) -> Iterable[dict[str, Any]]:
     """The records of a JSON Lines file that :meth:`TableFiles.publish` wrote: a local path, a
-    ``file://`` URL, or an object-store URL."""
-    from airflow_provider_multimarkets.push_log import is_object_store_url, local_path
+    ``file://`` URL, or an object-store URL.
 
-    if is_object_store_url(path):
-        from airflow_provider_multimarkets.push_segments import filesystem
+    Not :func:`~.files.complete_lines`: a published file is whole (renamed or uploaded in one
+    piece), so every non-blank line is a record, the last one too.
+    """
+    from contextlib import ExitStack
 
-        directory, _, name = path.rstrip("/").rpartition("/")
-        fs, inner = filesystem(directory)
-        with fs.open(f"{inner}/{name}", "r", encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
-        return
-    with open(local_path(path), encoding="utf-8") as handle:
+    from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
+
+    with ExitStack() as stack:
+        if is_object_store_url(path):
+            from airflow_provider_multimarkets.storage.paths import filesystem
+
+            directory, _, name = path.rstrip("/").rpartition("/")
+            fs, inner = filesystem(directory)
+            handle = stack.enter_context(fs.open(f"{inner}/{name}", "r", encoding="utf-8"))
+        else:
+            handle = stack.enter_context(open(local_path(path), encoding="utf-8"))
         for line in handle:
             if line.strip():
                 yield json.loads(line)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``: the JSON written is always valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection): it is written
+#: with a leading apostrophe, which spreadsheets show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:  # a plain negative number stays a number
+            float(value)
+        except ValueError:
+            return "'" + value
+    return value

@@ -169,7 +169,7 @@ def transport_error(
     import requests
     from urllib3.exceptions import NewConnectionError
 
-    from airflow_provider_multimarkets.connection_settings import PRE_BASE_URL
+    from airflow_provider_multimarkets.api.settings import PRE_BASE_URL
 
     name = type(exc).__name__
     reason = getattr(exc.args[0], "reason", None) if exc.args else None

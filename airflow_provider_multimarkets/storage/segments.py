@@ -26,33 +26,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from airflow_provider_multimarkets.push_log import PushLog, PushLogError, parse_line, push_identity
+from airflow_provider_multimarkets.messaging.identity import push_identity
+from airflow_provider_multimarkets.storage.paths import filesystem
+from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError, parse_line
 
 SEGMENT_NAME = re.compile(r"part-(\d{13}-\d+)-(\d{6})\.jsonl$")
-
-
-def filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, path inside it) for an object-store URL."""
-    try:
-        try:
-            from airflow.sdk import ObjectStoragePath
-        except ImportError:  # Airflow 2.x
-            from airflow.io.path import ObjectStoragePath  # type: ignore[no-redef]
-        path = ObjectStoragePath(url)
-        return path.fs, str(path.path).rstrip("/")
-    except (ImportError, ValueError, AttributeError):
-        pass  # no Airflow filesystem registered for the scheme: plain fsspec
-    try:
-        from fsspec.core import url_to_fs
-
-        fs, inner = url_to_fs(url)
-    except (ImportError, ValueError) as exc:
-        raise PushLogError(
-            f"No filesystem for the push log URL {url} ({exc}). Install the filesystem's package (s3fs, gcsfs, "
-            "adlfs, or the Airflow provider that registers the scheme) on the triggerer and the workers.",
-            cause="no filesystem",
-        ) from None
-    return fs, str(inner).rstrip("/")
 
 
 def _segments(fs: Any, prefix: str) -> list[str]:

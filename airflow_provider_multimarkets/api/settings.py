@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from airflow_provider_multimarkets.api.signing import KEY_ORDERS, SIGN_CHARSETS, CanonicalOptions, sign_charset
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
-from airflow_provider_multimarkets.signing import KEY_ORDERS, SIGN_CHARSETS, CanonicalOptions, sign_charset
 
 PRODUCTION_BASE_URL = "https://api.multimarkets.org/openapi-c"
 PRE_BASE_URL = "https://prewppc-3.cmfbl.com/openapi-c"

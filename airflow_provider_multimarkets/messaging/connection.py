@@ -38,7 +38,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import WebSocketURI, parse_uri
 
-from airflow_provider_multimarkets.connection_settings import MSG_WS_COMPRESSIONS
+from airflow_provider_multimarkets.api.settings import MSG_WS_COMPRESSIONS
 from airflow_provider_multimarkets.exceptions import MultiMarketsMsgError
 
 #: ``on_message(data, binary)``: one whole message (a text message's UTF-8 bytes, not decoded);

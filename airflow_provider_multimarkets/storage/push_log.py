@@ -32,17 +32,14 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from zlib import crc32
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: single writer assumed
-    fcntl = None  # type: ignore[assignment]
+from airflow_provider_multimarkets.messaging.codec import frame_loads
+from airflow_provider_multimarkets.messaging.identity import push_identity
+from airflow_provider_multimarkets.storage.files import Flock
 
 READ_CHUNK = 1 << 20
 #: a staged push: (identity, tally record, line, the parsed frame only when ``on_push`` needs it)
@@ -57,131 +54,6 @@ class PushLogError(Exception):
     def __init__(self, message: str, *, cause: str) -> None:
         super().__init__(message)
         self.cause = cause
-
-
-_loads: Callable[[str | bytes], Any] | None = None
-
-
-def frame_loads() -> Callable[[str | bytes], Any]:
-    """The JSON parser of frames: ``orjson`` when it is installed (the ``fast`` extra; about 2.7x
-    faster on a trade push), else the standard library. A frame ``orjson`` refuses (``NaN``,
-    integers over 64 bits, lone surrogates) goes to the standard library, so both accept the same
-    frames. One difference remains: ``orjson`` reads an integer beyond 64 bits as a float. The log
-    holds every push's text as received, so only the parsed copies (counts, inline results) see
-    it. ``MULTIMARKETS_FAST_JSON=0`` turns ``orjson`` off. Every reader of pushes (the client, the
-    log's restore, the reports) uses this one parser, so their counts agree."""
-    global _loads
-    if _loads is not None:
-        return _loads
-    fast = None
-    if os.environ.get("MULTIMARKETS_FAST_JSON", "1").strip().lower() not in ("0", "false", "no", "off"):
-        try:
-            import orjson
-        except ImportError:
-            pass
-        else:
-            fast, fast_error = orjson.loads, orjson.JSONDecodeError
-    if fast is None:
-        _loads = json.loads
-        return _loads
-    slow = json.loads
-
-    def loads(text: str | bytes) -> Any:
-        try:
-            return fast(text)
-        except fast_error:
-            return slow(text)
-
-    _loads = loads
-    return loads
-
-
-_bytes_loads: Callable[[bytes], Any] | None = None
-
-
-def bytes_loads() -> Callable[[bytes], Any]:
-    """The parser of a text frame's bytes as received: strict UTF-8 JSON, or ``ValueError``.
-
-    ``orjson.loads`` when it is on (see :func:`frame_loads`), which checks the UTF-8 itself; else
-    a strict UTF-8 decode and ``json.loads`` (``UnicodeDecodeError`` is a ``ValueError``). What it
-    refuses (a BOM, ``NaN``, integers over 64 bits, lone surrogates) the client takes through
-    :func:`decode_frame` and :func:`frame_loads`, so both parsers accept the same frames.
-    """
-    global _bytes_loads
-    if _bytes_loads is None:
-        loads = frame_loads()
-        if loads is json.loads:
-            decoder = json.JSONDecoder().decode
-
-            def strict(data: bytes) -> Any:
-                return decoder(data.decode("utf-8"))
-
-            _bytes_loads = strict
-        else:
-            import orjson
-
-            _bytes_loads = orjson.loads
-    return _bytes_loads
-
-
-def push_identity(frame: dict[str, Any], data: bytes | None = None) -> int:
-    """The de-duplication key of a push (see the module docs): a 96-bit integer.
-
-    A 64-bit SipHash (Python's ``hash``) and a CRC-32 of the text without its ``seqId`` member:
-    keys are compared only inside one process (a restarted writer recomputes them from the file),
-    and with the window bounded to ``dedup_window`` keys, two distinct pushes share one with a
-    probability under 1e-19.
-
-    :param data: the frame's text as received, UTF-8 (the fast path); without it, or when its
-        ``seqId`` cannot be cut out exactly, the parsed members are used.
-    """
-    if data is not None:
-        seq = frame.get("seqId", _MISSING)
-        if type(seq) is int:
-            member = b'"seqId":%d' % seq
-        elif seq is _MISSING:
-            return (hash(data) << 32) ^ crc32(data)
-        elif type(seq) is str:
-            member = b'"seqId":' + json.dumps(seq, ensure_ascii=False).encode("utf-8", "surrogatepass")
-        else:
-            member = b""
-        if member and data.count(_SEQ_KEY) == 1:
-            at = data.find(member)
-            if at >= 0:
-                rest = data[:at] + data[at + len(member) :]
-                return (hash(rest) << 32) ^ crc32(rest)
-    parsed = json.dumps(
-        {k: v for k, v in frame.items() if k != "seqId"},
-        separators=(",", ":"),
-        ensure_ascii=False,
-        sort_keys=True,
-        default=repr,
-    ).encode("utf-8", "surrogatepass")
-    # the parsed form lives in its own key space (around 2**97), apart from the text form (under 2**95)
-    return _PARSED_SPACE + ((hash(parsed) << 32) ^ crc32(parsed))
-
-
-_PARSED_SPACE = 1 << 97
-_SEQ_KEY = b'"seqId"'
-_MISSING = object()
-
-
-def decode_frame(raw: str | bytes) -> str | None:
-    """The text of a frame: binary frames are decoded (UTF-8, with or without BOM; UTF-16/32 with BOM)."""
-    if isinstance(raw, str):
-        return raw[1:] if raw.startswith("\ufeff") else raw
-    if raw.startswith(b"\xef\xbb\xbf"):
-        encoding = "utf-8-sig"
-    elif raw.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
-        encoding = "utf-32"
-    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        encoding = "utf-16"
-    else:
-        encoding = "utf-8"
-    try:
-        return raw.decode(encoding)
-    except UnicodeDecodeError:
-        return None
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
@@ -200,7 +72,7 @@ def as_line(frame: dict[str, Any], text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _key(value: Any) -> str:
+def _count_key(value: Any) -> str:
     return value if type(value) is str else json.dumps(value, separators=(",", ":"), default=repr)
 
 
@@ -216,15 +88,15 @@ def tally_record(frame: dict[str, Any]) -> tuple[str, str | None, str | None, in
     if type(content) is dict:
         value = content.get("bizType")
         if value is not None:
-            biz_type = value if type(value) is str else _key(value)
+            biz_type = value if type(value) is str else _count_key(value)
         params = content.get("paramMap")
         if type(params) is dict:
             value = params.get("orderStatus")
             if value is not None:
-                status = value if type(value) is str else _key(value)
+                status = value if type(value) is str else _count_key(value)
     stamp = frame.get("timestamp")
     return (
-        code if type(code) is str else _key(code),
+        code if type(code) is str else _count_key(code),
         biz_type,
         status,
         stamp if type(stamp) is int else None,
@@ -492,12 +364,9 @@ class PushLog:
             return False
         return self.commit() == 1
 
-    def extend(self, items: Iterable[tuple[dict[str, Any], str]]) -> int:
-        return sum(self.append(frame, text) for frame, text in items)
-
-    def _locked(self) -> _Flock:
+    def _locked(self) -> Flock:
         assert self._fd is not None
-        return _Flock(self._fd)
+        return Flock(self._fd)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -509,21 +378,6 @@ class PushLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Flock:
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __enter__(self) -> None:
-        if fcntl is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if fcntl is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 def _write_error(path: str, exc: OSError, action: str) -> PushLogError:
@@ -543,60 +397,6 @@ def _write_error(path: str, exc: OSError, action: str) -> PushLogError:
         f"Could not {action} the push log {path}: {exc.strerror or exc}. Check the output_path volume.",
         cause="i/o error",
     )
-
-
-def default_push_dir() -> str:
-    """``$MULTIMARKETS_PUSH_DIR``, else ``$AIRFLOW_HOME/multimarkets-pushes`` (``~/airflow`` by default)."""
-    from airflow_provider_multimarkets.local_dirs import local_dir
-
-    return local_dir("MULTIMARKETS_PUSH_DIR", "multimarkets-pushes")
-
-
-def spool_path_for(dag_id: str, run_id: str, task_id: str, map_index: int | None = None) -> str:
-    """The local push log of one task instance that gave no ``output_path``."""
-
-    def safe(part: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]", "_", part)[:200] or "_"
-
-    name = safe(task_id) + (f".{map_index}" if map_index is not None and map_index >= 0 else "") + ".jsonl"
-    return os.path.join(default_push_dir(), safe(dag_id), safe(run_id), name)
-
-
-def is_object_store_url(path: str | None) -> bool:
-    """An ``ObjectStoragePath`` URL other than ``file://`` (those are written as segments)."""
-    if not path or "://" not in path:
-        return False
-    return path.split("://", 1)[0].lower() not in ("file", "local")
-
-
-def local_path(path: str) -> str:
-    """A ``file://`` URL as a local path; other paths unchanged."""
-    if path.lower().startswith("file://"):
-        return path[len("file://") :]
-    return path
-
-
-def open_push_log(path: str | None, **kwargs: Any) -> PushLog:
-    """The push log for ``path``: a local file, or segments under an object-store URL."""
-    if is_object_store_url(path):
-        from airflow_provider_multimarkets.push_segments import SegmentedPushLog
-
-        assert path is not None
-        return SegmentedPushLog(path, **kwargs)
-    return PushLog(None if path is None else local_path(path), **kwargs)
-
-
-def iter_push_lines(path: str) -> Iterable[str]:
-    """The lines of a push log, for readers: a local file, or every segment under a URL (each push once)."""
-    if is_object_store_url(path):
-        from airflow_provider_multimarkets.push_segments import iter_segment_lines
-
-        yield from iter_segment_lines(path)
-        return
-    with open(local_path(path), encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("\n"):  # a last line without its newline is a write cut short: not counted
-                yield line
 
 
 def read_push_log(path: str) -> PushLog:

@@ -28,25 +28,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from airflow_provider_multimarkets.api.retry import backoff_delay
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
     MultiMarketsError,
     MultiMarketsMsgAuthError,
     MultiMarketsMsgError,
 )
-from airflow_provider_multimarkets.msg_frames import (
+from airflow_provider_multimarkets.messaging.codec import bytes_loads, decode_frame
+from airflow_provider_multimarkets.messaging.frames import (
     CONTROL_CODES,
     NOTICE_CODE,
     NOTICE_UPDATE_TYPES,
     PNL_PREFIXES,
-    OrderCondition,
-    SubscriptionRecorder,
     ack_code,
     build_frame,
     is_push,
@@ -55,16 +54,11 @@ from airflow_provider_multimarkets.msg_frames import (
     parse_server_frame,
     session_end,
 )
-from airflow_provider_multimarkets.push_log import (
-    PushLog,
-    PushLogError,
-    bytes_loads,
-    decode_frame,
-    is_object_store_url,
-    local_path,
-    open_push_log,
-)
-from airflow_provider_multimarkets.retry import backoff_delay
+from airflow_provider_multimarkets.messaging.subscription import OrderCondition, SubscriptionRecorder
+from airflow_provider_multimarkets.storage.files import write_atomic
+from airflow_provider_multimarkets.storage.logs import open_push_log
+from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
+from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError
 
 AUTH_CLOSE_CODES = frozenset({4001, 4003})
 TOO_BIG_CLOSE_CODE = 1009
@@ -184,7 +178,7 @@ class MultiMarketsMsgClient:
 
     async def _settings(self) -> Any:
         """Connection settings, looked up without blocking the triggerer's event loop (the hook's path)."""
-        from airflow_provider_multimarkets.connection_settings import (
+        from airflow_provider_multimarkets.api.settings import (
             missing_connection_message,
             settings_from_airflow_connection,
         )
@@ -369,7 +363,7 @@ class MultiMarketsMsgClient:
     async def _session(self, url: str, settings: Any, recorder: SubscriptionRecorder, state: _RunState) -> None:
         from websockets.exceptions import ConnectionClosedOK
 
-        from airflow_provider_multimarkets.hooks.msg_connection import open_connection
+        from airflow_provider_multimarkets.messaging.connection import open_connection
 
         lang = settings.lang or "en-US"
         seq = 0
@@ -604,11 +598,8 @@ class _RunState:
             "connections": recorder.connections,
             "reconnects": recorder.reconnects,
         }
-        tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(data))
         except OSError:
             pass  # the counters are informative; the push log is what counts
 
