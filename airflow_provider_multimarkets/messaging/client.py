@@ -383,13 +383,13 @@ class MultiMarketsMsgClient:
             state.save(recorder)
             remaining = self._remaining()
             if remaining is not None and remaining <= delay:
-                await asyncio.sleep(max(remaining, 0))
+                await _pause(max(remaining, 0))
                 self._window_over(recorder, url)
                 break
             self.log.warning(
                 "Message WebSocket: %s; reconnecting in %.2f s (reconnect %d).", reason, delay, recorder.reconnects
             )
-            await asyncio.sleep(delay)
+            await _pause(delay)
 
     def _closed(self, exc: Any) -> str:
         """How a connection ended (websockets' ``ConnectionClosed``): raise when it must not be retried,
@@ -492,7 +492,7 @@ class MultiMarketsMsgClient:
                     await self._read_after_close(ws, recorder)  # a ping found the close: read what came first
                 task.result()  # re-raise ConnectionClosed, _Idle, _Stalled, session ends, signal errors
             if recorder.done:
-                await self._goodbye(ws, recorder, next_frame)
+                graceful = await self._goodbye(ws, recorder, next_frame)
         except (_Idle, _Stalled):
             graceful = False
             raise
@@ -660,10 +660,11 @@ class MultiMarketsMsgClient:
         if recorder.malformed in (1, 10, 100, 1000):
             self.log.warning("Message WebSocket: skipped %d malformed frame(s).", recorder.malformed)
 
-    async def _goodbye(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> None:
+    async def _goodbye(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> bool:
         """Cancel the subscription and log out, then read what the server still delivers until it
         closes (at most :data:`DRAIN_SECONDS`): those pushes are written too. After ``max_messages``
-        nothing more is read: the subscription asked for that many."""
+        nothing more is read: the subscription asked for that many. ``False`` when the server did
+        not close in time (the connection is then aborted, not closed with a handshake)."""
         from websockets.exceptions import ConnectionClosed
 
         try:
@@ -671,10 +672,11 @@ class MultiMarketsMsgClient:
             await self._send(ws, next_frame("logout"))
         except Exception:
             self.log.debug("Message WebSocket: could not send cancel/logout (connection already closed).")
-            return
+            return True
         if recorder.stop_reason == "max_messages":
-            return
+            return True
         deadline = time.monotonic() + DRAIN_SECONDS
+        closed = False
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -685,9 +687,12 @@ class MultiMarketsMsgClient:
                     self._handle(data, recorder)
                 except MultiMarketsError:  # the session ends anyway: what came before is kept
                     break
-        except (ConnectionClosed, asyncio.TimeoutError):
+        except ConnectionClosed:
+            closed = True
+        except asyncio.TimeoutError:
             pass
         recorder.commit()
+        return closed
 
     async def close(self) -> None:
         """Close the connection and the push log (the trigger's ``cleanup``)."""
@@ -695,6 +700,11 @@ class MultiMarketsMsgClient:
         if ws is not None:
             await _close(ws, graceful=True)
         self._close_log()
+
+
+async def _pause(seconds: float) -> None:
+    """The wait between two connections (one place, so that tests can run it on a fake clock)."""
+    await asyncio.sleep(seconds)
 
 
 async def _close(ws: Any, *, graceful: bool) -> None:
