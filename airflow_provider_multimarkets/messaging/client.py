@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from airflow_provider_multimarkets._compat import mask_secret_in_background
+from airflow_provider_multimarkets._compat import mask_msg_token
 from airflow_provider_multimarkets.api.retry import backoff_delay
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
@@ -235,10 +235,9 @@ class MultiMarketsMsgClient:
         )
         state = _RunState(None if not log_path or is_object_store_url(log_path) else local_path(log_path))
         try:
-            # Registered with Airflow's masker once per token and process, on a thread of its own:
-            # the masker recompiles one expression over every secret it holds on each addition,
-            # which would stall the triggerer's loop for every trigger it starts.
-            mask_secret_in_background(self.spec.token)
+            # Airflow's masker recompiles one expression over every secret it holds on each
+            # addition: one pattern for every token of the documented shape instead (once per process)
+            mask_msg_token(self.spec.token)
             if not self.spec.token:
                 raise MultiMarketsMsgAuthError(
                     "No msg token was given. Fetch one with GetMsgTokenOperator (getMsgPushToken) and pass its output."
