@@ -33,7 +33,7 @@ __all__ = [
 
 #: the shape of a msg token: ``getMsgPushToken`` returns a UUID followed by ``push``; the docs'
 #: socket examples show a UUID followed by ``app``
-MSG_TOKEN_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?:push|app)"
+MSG_TOKEN_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?:push|app)"  # noqa: S105 - a shape, not a secret
 _token_pattern_installed = False
 
 _masked: set[int] = set()
