@@ -482,12 +482,12 @@ class MultiMarketsMsgClient:
         )
         async with _start_slot():
             ws = await connect(url, **arguments)
+            recorder.connections += 1
+            state.save(recorder)  # a small file write: within the slot too
         self._ws = ws
         self._login_answered = False
         graceful = True
         try:
-            recorder.connections += 1
-            state.save(recorder)
             try:
                 await self._send(ws, next_frame("login"))
                 self._login_sent_at = time.monotonic()
@@ -783,6 +783,7 @@ class _RunState:
 
     def __init__(self, log_path: str | None) -> None:
         self.path = None if log_path is None else f"{log_path}.state.json"
+        self._saved: dict[str, int] | None = None
 
     def start(self, recorder: SubscriptionRecorder) -> None:
         previous: dict[str, Any] = {}
@@ -808,10 +809,13 @@ class _RunState:
             "connections": recorder.connections,
             "reconnects": recorder.reconnects,
         }
+        if data == self._saved:
+            return  # unchanged: no write (hundreds of subscriptions end at once at a window's end)
         try:
             write_atomic(self.path, json.dumps(data))
         except OSError:
-            pass  # the counters are informative; the push log is what counts
+            return  # the counters are informative; the push log is what counts
+        self._saved = data
 
 
 def _int(value: Any) -> int:
