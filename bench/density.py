@@ -171,8 +171,8 @@ def probe(mode: str, n: int, window: float, outdir: Path) -> dict[str, Any]:
     result = asyncio.run(_run(mode, tokens, url, outdir, window))
     t1_ms, t2_ms = result["t1"] * 1000, result["t2"] * 1000
     steady = 0
-    files: dict[str, list[int]] = {}
-    for i, token in enumerate(tokens):
+    files: list[list[int]] = []  # in the order the tokens were issued (the sandbox lists its streams so)
+    for i in range(len(tokens)):
         path = outdir / f"{i}.jsonl"
         seqs = []
         if path.exists():
@@ -184,7 +184,7 @@ def probe(mode: str, n: int, window: float, outdir: Path) -> dict[str, Any]:
                 seqs.append(int(frame.get("seqId", -1)))
                 if t1_ms <= int(frame.get("timestamp", 0)) <= t2_ms:
                     steady += 1
-        files[token[-6:]] = seqs
+        files.append(seqs)
     return {
         "mode": mode,
         "n": n,

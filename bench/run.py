@@ -571,10 +571,8 @@ def _density_once(mode: str, n: int, window: float) -> dict[str, Any]:
         proc.wait(10)
     files = result.pop("files")
     missing = files_missing = delivered = 0
-    for stream in streams:
-        seqs = files.get(stream["token_tail"])
-        if seqs is None:
-            continue
+    assert len(streams) == len(files), (len(streams), len(files))  # one stream per token, in issue order
+    for stream, seqs in zip(streams, files, strict=True):
         sent = stream.get("seq_ids_before_close", stream["seq_ids"])
         gone = set(sent) - set(seqs)
         if os.environ.get("MM_BENCH_DEBUG") and set(stream["seq_ids"]) - set(seqs):
