@@ -105,6 +105,8 @@ async def _run(mode: str, tokens: list[str], url: str, outdir: Path, window: flo
             before = loop.time()
             await asyncio.sleep(0.01)
             late = loop.time() - before - 0.01
+            if late > 0.2:
+                marks["stalls_over_200ms"] = marks.get("stalls_over_200ms", 0) + 1
             if late > stall:
                 stall = late
                 marks["stall_at"] = time.time() - marks.get("t0", time.time())
@@ -193,6 +195,7 @@ def probe(mode: str, n: int, window: float, outdir: Path) -> dict[str, Any]:
         "steady_pushes": steady,
         "stall_ms": result["stall"] * 1000,
         "stall_at_s": result.get("stall_at"),
+        "stalls_over_200ms": result.get("stalls_over_200ms", 0),
         "statuses": result["statuses"],
         "files": files,
         "run_s": result["end"] - result["t0"],

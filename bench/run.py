@@ -589,7 +589,7 @@ def bench_density(sizes: tuple[int, ...], window: float) -> None:
     print("Density", flush=True)
     table = [
         "| N | RSS per subscription, ours / bare | CPU per push (steady), ours / bare | event-loop stall, max over the "
-        "whole run, ours / bare | pushes delivered before the close and not written, ours / bare |",
+        "whole run, ours / bare (when; how many over 200 ms) | pushes delivered before the close and not written, ours / bare |",
         "| --- | --- | --- | --- | --- |",
     ]
     for i, n in enumerate(sizes):
@@ -628,7 +628,8 @@ def bench_density(sizes: tuple[int, ...], window: float) -> None:
         table.append(
             f"| {n} | {ours['rss_per_sub_kib']:.0f} / {bare['rss_per_sub_kib']:.0f} KiB ({rss:.2f}x) "
             f"| {ours['cpu_per_push_us']:.0f} / {bare['cpu_per_push_us']:.0f} µs ({cpu:.2f}x) "
-            f"| {ours['stall_ms']:.0f} / {bare['stall_ms']:.0f} ms "
+            f"| {ours['stall_ms']:.0f} / {bare['stall_ms']:.0f} ms (at {ours['stall_at_s'] or 0:.1f} / "
+            f"{bare['stall_at_s'] or 0:.1f} s; stalls over 200 ms: {ours['stalls_over_200ms']} / {bare['stalls_over_200ms']}) "
             f"| {ours['missing']} of {ours['delivered']} ({ours['files_missing']} files) / "
             f"{bare['missing']} of {bare['delivered']} ({bare['files_missing']} files) |"
         )
