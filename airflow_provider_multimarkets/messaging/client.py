@@ -68,8 +68,8 @@ from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError
 AUTH_CLOSE_CODES = frozenset({4001, 4003})
 #: seconds connection settings are reused in a process (a changed connection applies after that)
 SETTINGS_TTL = 10.0
-#: subscriptions of one event loop that set up and open their socket at the same time: the others
-#: wait their turn, so that the loop never runs hundreds of set-up steps in one iteration
+#: subscriptions of one event loop that set up and open their socket, or say goodbye, at the same
+#: time: the others wait their turn, so that the loop never runs hundreds of such steps in one iteration
 START_SLOTS = 16
 _SETTINGS: dict[tuple[int, str], tuple[float, asyncio.Future[Any]]] = {}
 _START: dict[int, asyncio.Semaphore] = {}
@@ -513,8 +513,9 @@ class MultiMarketsMsgClient:
                 if isinstance(error, ConnectionClosed) and task is ticker:
                     await self._read_after_close(ws, recorder)  # a ping found the close: read what came first
                 task.result()  # re-raise ConnectionClosed, _Idle, _Stalled, session ends, signal errors
-            if recorder.done:
-                graceful = await self._goodbye(ws, recorder, next_frame)
+            if recorder.done:  # the end of a window comes to every subscription at once: take turns
+                async with _start_slot():
+                    graceful = await self._goodbye(ws, recorder, next_frame)
         except (_Idle, _Stalled):
             graceful = False
             raise
