@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_multimarkets.messaging.codec import frame_loads
+from airflow_provider_multimarkets.messaging.codec import frame_loads, too_deep
 from airflow_provider_multimarkets.messaging.identity import push_identity
 from airflow_provider_multimarkets.storage.files import Flock
 
@@ -57,7 +57,10 @@ class PushLogError(Exception):
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
-    """One line of a push log as a push, or ``None`` when it is not a JSON object (unreadable)."""
+    """One line of a push log as a push, or ``None`` when it is not a JSON object (unreadable), or
+    nests deeper than :data:`~..messaging.codec.MAX_FRAME_DEPTH` (a frame the client would have skipped)."""
+    if too_deep(line):
+        return None
     try:
         frame = frame_loads()(line)
     except ValueError:
@@ -343,12 +346,13 @@ class PushLog:
     def _count_many(self, items: list[_Staged]) -> None:
         """:meth:`_count` for a batch: with no ``on_push``, C loops over the batch instead of calls per push."""
         on_push = self.on_push
-        if on_push is not None:  # one by one: a listener sees the counts as of its push
+        if on_push is not None or len(items) < 8:  # one by one: a listener sees the counts as of its push;
+            # a few pushes (a triggerer's usual batch, one at a time) count faster without the batch lists
             add_record = self.tally.add_record
             for identity, record, _, frame in items:
                 self._remember(identity)
                 add_record(record)
-                if frame is not None:
+                if frame is not None and on_push is not None:
                     on_push(frame)
             return
         if len(items) <= self.dedup_window - len(self._seen):
