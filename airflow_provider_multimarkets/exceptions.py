@@ -163,6 +163,18 @@ class MultiMarketsMsgAuthError(MultiMarketsMsgError):
     """The message WebSocket rejected the token (unknown, expired or already used elsewhere)."""
 
 
+class PushLogError(MultiMarketsError):
+    """A push log (or the store under an object-store URL) cannot be opened, read or written.
+
+    ``cause`` names which, in a word (``disk full``, ``not writable``, ``object store``, …); the
+    message names the path and the fix.
+    """
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class MultiMarketsPagingError(MultiMarketsError):
     """A paged query did not add up: its total changed while paging, the records that arrived
     disagree with the total, or it has more pages than allowed. Nothing partial should be kept."""

@@ -123,6 +123,26 @@ class ConnectionSettings:
         return urlunsplit((scheme, parts.netloc, f"{parts.path}/openMsg/{app_id}", "", ""))
 
 
+def check_hook_overrides(values: Mapping[str, Any], where: str) -> None:
+    """Check the hook's keyword arguments (an operator's ``hook_params``) as the extras they override,
+    with an error that names ``hook_params`` and the key."""
+    checks: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+        "timeout": _timeout,
+        "max_retries": lambda v: _as_int(v, "max_retries", DEFAULT_MAX_RETRIES, 0, maximum=MAX_RETRIES),
+        "retry_backoff": lambda v: _as_float(v, "retry_backoff", DEFAULT_RETRY_BACKOFF, 0.0),
+        "rate_limit_per_minute": lambda v: _as_int(v, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, 0),
+    }
+    for key, check in checks.items():
+        if values.get(key) is None:
+            continue
+        try:
+            check(values)
+        except MultiMarketsConfigError as exc:
+            text = str(exc).replace(f"MultiMarkets connection field '{key}'", f"hook_params[{key!r}]")
+            text = text.replace(f"Set extra '{key}'", f"Set hook_params[{key!r}]")
+            raise MultiMarketsConfigError(f"{where}: {text}") from None
+
+
 def _fail(field_name: str, problem: str, fix: str) -> MultiMarketsConfigError:
     return MultiMarketsConfigError(f"MultiMarkets connection field '{field_name}' {problem}. {fix}")
 

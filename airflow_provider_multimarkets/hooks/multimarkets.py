@@ -29,9 +29,35 @@ if TYPE_CHECKING:
     from airflow_provider_multimarkets.api.settings import ConnectionSettings
     from airflow_provider_multimarkets.api.signing import Signer
 
+#: the hook's own keyword arguments, which an operator's ``hook_params`` may set
+HOOK_PARAMS = ("timeout", "max_retries", "retry_backoff", "rate_limit_per_minute")
 MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
 _BIZ_TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def check_hook_params(hook_params: Any, task_id: str | None, *, rendered: bool = False) -> dict[str, Any]:
+    """An operator's ``hook_params``: a dict of the hook's own keyword arguments (:data:`HOOK_PARAMS`).
+
+    Checked when the operator is built (the keys; a template string is let through until it is
+    rendered) and again with the values when the hook is made (:meth:`MultiMarketsHook.for_task`).
+    """
+    if hook_params is None:
+        return {}
+    if isinstance(hook_params, str) and not rendered:
+        return hook_params  # type: ignore[return-value]  # a template, rendered to a dict before execute
+    if not isinstance(hook_params, Mapping):
+        raise MultiMarketsConfigError(
+            f"{task_id}: hook_params must be a dict of the hook's arguments ({', '.join(HOOK_PARAMS)}), "
+            f"not {type(hook_params).__name__}."
+        )
+    unknown = sorted(str(k) for k in hook_params if k not in HOOK_PARAMS)
+    if unknown:
+        raise MultiMarketsConfigError(
+            f"{task_id}: hook_params has unknown key(s) {', '.join(unknown)}: the hook takes "
+            f"{', '.join(HOOK_PARAMS)}. Other settings are connection extras."
+        )
+    return dict(hook_params)
 
 
 def new_trace(timestamp_ms: int) -> str:
@@ -77,6 +103,16 @@ class MultiMarketsHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"<MultiMarketsHook conn_id={self.multimarkets_conn_id!r}>"
+
+    @classmethod
+    def for_task(cls, multimarkets_conn_id: str, hook_params: Any, task_id: str) -> MultiMarketsHook:
+        """The hook of an operator: its connection and its ``hook_params`` (rendered), checked with an
+        error that names the task, ``hook_params`` and the key."""
+        from airflow_provider_multimarkets.api.settings import check_hook_overrides
+
+        params = check_hook_params(hook_params, task_id, rendered=True)
+        check_hook_overrides(params, task_id)
+        return cls(multimarkets_conn_id, **params)
 
     # ---- connection, key, session: built on first use, once per hook -------------------------
 

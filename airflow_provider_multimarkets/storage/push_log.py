@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_multimarkets.exceptions import PushLogError
 from airflow_provider_multimarkets.messaging.codec import frame_loads
 from airflow_provider_multimarkets.messaging.identity import push_identity
 from airflow_provider_multimarkets.storage.files import Flock
@@ -46,14 +47,6 @@ READ_CHUNK = 1 << 20
 _Staged = tuple[int, tuple[str, "str | None", "str | None", "int | None"], bytes, "dict[str, Any] | None"]
 #: a push line longer than this in an existing log is reported, not loaded into memory unbounded
 MAX_LINE_BYTES = 64 << 20
-
-
-class PushLogError(Exception):
-    """The push log cannot be opened, read or written. ``cause`` names which, for the message."""
-
-    def __init__(self, message: str, *, cause: str) -> None:
-        super().__init__(message)
-        self.cause = cause
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
