@@ -163,16 +163,18 @@ class MultiMarketsMsgAuthError(MultiMarketsMsgError):
     """The message WebSocket rejected the token (unknown, expired or already used elsewhere)."""
 
 
-class PushLogError(MultiMarketsError):
-    """A push log (or the store under an object-store URL) cannot be opened, read or written.
-
-    ``cause`` names which, in a word (``disk full``, ``not writable``, ``object store``, …); the
-    message names the path and the fix.
-    """
+class MultiMarketsStorageError(MultiMarketsError):
+    """A file the provider keeps (a fill ledger, table files, an object store) cannot be opened, read
+    or written. ``cause`` names which, in a word (``disk full``, ``not writable``, ``object store``,
+    …); the message names the path and the fix. Nothing was claimed that was not written."""
 
     def __init__(self, message: str, *, cause: str) -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class PushLogError(MultiMarketsStorageError):
+    """A push log (or the store under an object-store URL) cannot be opened, read or written."""
 
 
 class MultiMarketsPagingError(MultiMarketsError):

@@ -27,6 +27,15 @@ from airflow_provider_multimarkets.operators.query_to_file import MultiMarketsQu
 
 TOKEN = "getMsgPushToken"
 
+
+@pytest.fixture
+def request_cleanup() -> Any:
+    actions: list[Any] = []
+    yield actions
+    for action in actions:
+        action()
+
+
 # ---- time and truth: the push log's error is a MultiMarketsError, hook_params ----------------------
 
 
@@ -88,3 +97,207 @@ def test_hook_params_change_what_the_task_does(sandbox: Any, monkeypatch: pytest
         op.execute({})
     assert sandbox.state.received[TOKEN] == 1
     assert ORDER_BIZ_TYPE  # the order operator takes them too (above)
+
+
+# ---- files: the fill ledger ------------------------------------------------------------------------
+
+
+def _fill(n: int, **params: Any) -> dict[str, Any]:
+    return {
+        "identity": f"trade:{n}:-:POSITION_OPEN:2",
+        "bizType": "POSITION_OPEN",
+        "timestamp": 1767225600000 + n,
+        "content": {"accountId": 7, "paramMap": {"orderId": n, "symbolName": "EURUSD", "orderStatus": "2", **params}},
+    }
+
+
+def _ledger_lines(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    text = path.read_bytes().decode("utf-8")  # strict: the ledger is UTF-8
+    assert text == "" or text.endswith("\n"), "a line is cut short"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_fill_ledger_records_a_push_field_with_a_lone_surrogate(tmp_path: Path) -> None:
+    from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
+
+    ledger = FillLedger(str(tmp_path))
+    row = ledger.record(_fill(1, symbolName="EUR\ud800USD"))
+    assert row is not None and row["symbol"] == "EUR\ud800USD"
+    assert ledger.record(_fill(1, symbolName="EUR\ud800USD")) is None  # held: a duplicate event
+    (line,) = _ledger_lines(tmp_path / "fills.jsonl")
+    assert line["symbol"] == "EUR\ud800USD" and line["identity"] == "trade:1:-:POSITION_OPEN:2"
+
+
+def test_fill_ledger_that_cannot_be_opened_fails_clearly_and_a_retry_records(tmp_path: Path) -> None:
+    from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+    from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
+
+    (tmp_path / "fills.jsonl").mkdir()  # root ignores modes: a directory stands where the file should be
+    ledger = FillLedger(str(tmp_path))
+    for _ in range(3):
+        with pytest.raises(MultiMarketsStorageError, match="could not be opened.*Nothing was recorded") as info:
+            ledger.record(_fill(1))
+        assert info.value.cause == "is a directory"
+    (tmp_path / "fills.jsonl").rmdir()  # the cause fixed
+    assert ledger.record(_fill(1)) is not None and ledger.record(_fill(1)) is None
+    assert len(_ledger_lines(tmp_path / "fills.jsonl")) == 1
+
+
+_AS_NOBODY = """
+import json, os, sys
+from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
+from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+import datetime, encodings.ascii  # noqa: F401 - what record() imports, loaded while the files are readable
+os.setgid(65534); os.setuid(65534)
+payload = json.loads(sys.argv[2])
+ledger = FillLedger(sys.argv[1])
+try:
+    ledger.record(payload)
+    print("recorded")
+except MultiMarketsStorageError as exc:
+    print(exc.cause, "|", exc)
+sys.stdin.readline()  # the test fixes the mode meanwhile
+print("recorded" if ledger.record(payload) is not None else "held")
+"""
+
+
+def test_fill_ledger_of_another_user_fails_clearly_and_records_once_the_mode_is_fixed(
+    request_cleanup: list[Any],
+) -> None:
+    """The reported case: a ledger of mode 0644 that belongs to another user (a real second process as nobody)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as another user")
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="mm-ledger-"))  # pytest's own tmp directories are root's alone (0700)
+    request_cleanup.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    os.chmod(base, 0o755)
+    directory = base / "fills"
+    directory.mkdir()
+    os.chmod(directory, 0o777)
+    ledger = directory / "fills.jsonl"
+    ledger.write_text("")
+    os.chmod(ledger, 0o644)  # root's file, read-only to others
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _AS_NOBODY, str(directory), json.dumps(_fill(1))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    first = proc.stdout.readline()
+    assert first.startswith("not writable | The fill ledger"), first + proc.stderr.read()
+    assert "Nothing was recorded" in first and "write access" in first
+    assert not list((directory / "seen").rglob("*")) or all(p.is_dir() for p in (directory / "seen").rglob("*"))
+    os.chmod(ledger, 0o666)  # the cause fixed
+    out, err = proc.communicate("go\n", timeout=120)
+    assert out.strip() == "recorded", err
+    assert len(_ledger_lines(ledger)) == 1
+
+
+_FILE_SIZE_LIMIT = """
+import json, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
+from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+directory, limit, payloads = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+ledger = FillLedger(directory)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+outcome = []
+for payload in payloads:
+    try:
+        outcome.append("ok" if ledger.record(payload) is not None else "held")
+    except MultiMarketsStorageError as exc:
+        outcome.append(exc.cause)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))  # space freed
+retried = [("ok" if ledger.record(p) is not None else "held") for p in payloads]
+print(json.dumps({"first": outcome, "retried": retried}))
+"""
+
+
+def test_fill_ledger_on_a_full_disk_claims_nothing_it_did_not_write(tmp_path: Path) -> None:
+    """A file-size limit (RLIMIT_FSIZE, in a real process) cuts the 23rd line short, as a full disk does."""
+    import json
+    import subprocess
+    import sys
+
+    from airflow_provider_multimarkets.trading.fill_ledger import _line, fill_record
+
+    payloads = [_fill(n) for n in range(30)]
+    limit = sum(len(_line(fill_record(p))) for p in payloads[:22]) + 40  # 22 lines fit, the 23rd is cut
+    done = subprocess.run(
+        [sys.executable, "-c", _FILE_SIZE_LIMIT, str(tmp_path), str(limit), json.dumps(payloads)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["first"] == ["ok"] * 22 + ["disk full"] * 8
+    assert result["retried"] == ["held"] * 22 + ["ok"] * 8
+    lines = _ledger_lines(tmp_path / "fills.jsonl")
+    assert [line["order_id"] for line in lines] == list(range(30))  # each once, none glued to a cut line
+
+
+def test_fill_ledger_on_a_full_tmpfs_claims_nothing_it_did_not_write(tmp_path: Path) -> None:
+    """The same on a real full filesystem (a 64 KiB tmpfs: ENOSPC), where the machine lets us mount one."""
+    import subprocess
+
+    from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+    from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        ledger = FillLedger(str(mount))
+        recorded, failed = [], []
+        for n in range(2000):
+            try:
+                if ledger.record(_fill(n, note="x" * 200)) is not None:
+                    recorded.append(n)
+            except MultiMarketsStorageError as exc:
+                assert exc.cause == "disk full" and "Nothing was recorded" in str(exc)
+                failed.append(n)
+        assert recorded and failed
+        assert [line["order_id"] for line in _ledger_lines(mount / "fills.jsonl")] == recorded
+        backup = (mount / "fills.jsonl").read_bytes()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    # the same ledger on a disk with room: every failed fill is recorded, none twice
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "fills.jsonl").write_bytes(backup)
+    ledger = FillLedger(str(tmp_path / "big"))
+    assert all(ledger.record(_fill(n, note="x" * 200)) is not None for n in failed[:50])
+    assert len(_ledger_lines(tmp_path / "big" / "fills.jsonl")) == len(recorded) + 50
+
+
+def test_fill_ledger_after_a_kill_between_marker_and_line(tmp_path: Path) -> None:
+    """A process killed in the middle of its write left a cut line and a marker: the next record cuts the line
+    off (nothing glued to it) and the identity whose line was cut is recorded again when it comes again."""
+    from airflow_provider_multimarkets.trading.fill_ledger import FillLedger, _line, fill_record
+
+    ledger = FillLedger(str(tmp_path))
+    assert ledger.record(_fill(1)) is not None
+    path = tmp_path / "fills.jsonl"
+    offset = path.stat().st_size
+    line = _line(fill_record(_fill(2)))
+    marker = Path(ledger._marker(_fill(2)["identity"], _fill(2)["timestamp"]))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{offset} {len(line)}\n")
+    with open(path, "ab") as handle:
+        handle.write(line[:17])  # the kill
+    assert ledger.record(_fill(3)) is not None
+    assert [r["order_id"] for r in _ledger_lines(path)] == [1, 3]
+    assert ledger.record(_fill(2)) is not None and ledger.record(_fill(2)) is None
+    assert [r["order_id"] for r in _ledger_lines(path)] == [1, 3, 2]

@@ -15,6 +15,7 @@ and the one reader of complete lines.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,20 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: single writer assumed
     fcntl = None  # type: ignore[assignment]
+
+
+def os_error_cause(exc: OSError) -> tuple[str, str]:
+    """(cause in a word, the reason in words) of a failed file operation, for messages that name the fix."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "disk full", f"the disk is full or the file size limit is reached ({reason})"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "not writable", f"it is not writable ({reason})"
+    if exc.errno == errno.ENOTDIR or isinstance(exc, (NotADirectoryError, FileExistsError)):
+        return "not a directory", f"a part of its directory path is a file ({reason})"
+    if exc.errno == errno.EISDIR:
+        return "is a directory", f"a directory stands in its place ({reason})"
+    return "i/o error", reason
 
 
 def _temp_name(path: str) -> str:

@@ -40,7 +40,7 @@ from typing import Any
 from airflow_provider_multimarkets.exceptions import PushLogError
 from airflow_provider_multimarkets.messaging.codec import frame_loads
 from airflow_provider_multimarkets.messaging.identity import push_identity
-from airflow_provider_multimarkets.storage.files import Flock
+from airflow_provider_multimarkets.storage.files import Flock, os_error_cause
 
 READ_CHUNK = 1 << 20
 #: a staged push: (identity, tally record, line, the parsed frame only when ``on_push`` needs it)
@@ -374,13 +374,14 @@ class PushLog:
 
 
 def _write_error(path: str, exc: OSError, action: str) -> PushLogError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    cause, _ = os_error_cause(exc)
+    if cause == "disk full":
         return PushLogError(
             f"The push log {path} could not be written: the disk is full ({exc.strerror}). Pushes from here on "
             "are not counted. Free space or point output_path at another volume; the log keeps what was written.",
             cause="disk full",
         )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if cause == "not writable":
         return PushLogError(
             f"The push log {path} is not writable ({exc.strerror}). Give the triggerer's and the workers' user "
             "write access, or choose another output_path.",
