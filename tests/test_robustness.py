@@ -301,3 +301,87 @@ def test_fill_ledger_after_a_kill_between_marker_and_line(tmp_path: Path) -> Non
     assert [r["order_id"] for r in _ledger_lines(path)] == [1, 3]
     assert ledger.record(_fill(2)) is not None and ledger.record(_fill(2)) is None
     assert [r["order_id"] for r in _ledger_lines(path)] == [1, 3, 2]
+
+
+# ---- files: the push log truncated or replaced by another process ----------------------------------
+
+
+def _push(n: int) -> dict[str, Any]:
+    return {
+        "msgCode": "trade",
+        "timestamp": 1_700_000_000_000 + n,
+        "seqId": n,
+        "content": {"bizType": "POSITION_OPEN", "paramMap": {"orderId": str(n), "orderStatus": "2"}},
+    }
+
+
+_OTHER_WRITER = """
+import json, sys
+from airflow_provider_multimarkets.storage.push_log import PushLog
+with PushLog(sys.argv[1]) as log:
+    frame = json.loads(sys.argv[2])
+    print(log.tally.messages, log.append(frame, json.dumps(frame)))
+"""
+
+
+def _other_process(code: str, *args: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def _file_pushes(path: Path) -> list[str]:
+    import json
+
+    return [json.loads(line)["content"]["paramMap"]["orderId"] for line in path.read_text().splitlines()]
+
+
+def test_push_log_truncated_by_another_process_keeps_summary_equal_to_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """16 pushes written; another process cuts the file to 7 lines, a third appends push 20: the tally follows
+    the file, and push 20 (received here too) is not written again."""
+    import json
+
+    from airflow_provider_multimarkets.storage.push_log import PushLog
+
+    path = tmp_path / "pushes.jsonl"
+    with PushLog(str(path)) as log:
+        for n in range(16):
+            assert log.append(_push(n), json.dumps(_push(n)))
+        seven = sum(len(line) for line in path.read_bytes().splitlines(keepends=True)[:7])
+        _other_process("import os, sys; os.truncate(sys.argv[1], int(sys.argv[2]))", str(path), str(seven))
+        assert _other_process(_OTHER_WRITER, str(path), json.dumps(_push(20))) == "7 True"
+        for n in (20, 21):
+            log.stage(_push(n), json.dumps(_push(n)))
+        with caplog.at_level("WARNING"):
+            assert log.commit() == 1  # only 21: 20 is in the file already
+        assert log.tally.messages == len(_file_pushes(path)) == 9
+    assert _file_pushes(path) == [*map(str, range(7)), "20", "21"]
+    assert "was truncated (" in caplog.text and "Read it again from its start" in caplog.text
+
+
+def test_push_log_replaced_by_another_process_is_read_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import json
+
+    from airflow_provider_multimarkets.storage.push_log import PushLog
+
+    path = tmp_path / "pushes.jsonl"
+    replace = (
+        "import json, os, sys; p = sys.argv[1]; open(p + '.new', 'w').write("
+        "''.join(json.dumps(f) + chr(10) for f in json.loads(sys.argv[2]))); os.replace(p + '.new', p)"
+    )
+    with PushLog(str(path)) as log:
+        for n in range(10):
+            log.append(_push(n), json.dumps(_push(n)))
+        _other_process(replace, str(path), json.dumps([_push(n) for n in (3, 4, 30)]))  # larger or not: a new inode
+        for n in (4, 30, 31):
+            log.stage(_push(n), json.dumps(_push(n)))
+        with caplog.at_level("WARNING"):
+            assert log.commit() == 1
+        assert log.tally.messages == 4
+    assert _file_pushes(path) == ["3", "4", "30", "31"]
+    assert "was replaced (another file is at its path now)" in caplog.text
