@@ -385,3 +385,145 @@ def test_push_log_replaced_by_another_process_is_read_again(tmp_path: Path, capl
         assert log.tally.messages == 4
     assert _file_pushes(path) == ["3", "4", "30", "31"]
     assert "was replaced (another file is at its path now)" in caplog.text
+
+
+# ---- queries and reports -----------------------------------------------------------------------------
+
+ORDERS = "tradeapi.app.OrderApiService.queryOrderPage"
+
+
+def _place_orders(n: int) -> None:
+    with MultiMarketsHook() as hook:
+        for _ in range(n):
+            hook.call(ORDER_BIZ_TYPE, ORDER_BODY, idempotent=False)
+
+
+@pytest.fixture
+def flaky_store() -> Any:
+    """An fsspec store (in memory) whose second upload fails, as a bucket that denies a key prefix would."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    class FlakyStore(MemoryFileSystem):
+        protocol = "mmflaky"
+        store: dict[str, Any] = {}
+        pseudo_dirs = [""]
+        puts = 0
+
+        def put_file(self, lpath: str, rpath: str, *args: Any, **kwargs: Any) -> None:
+            type(self).puts += 1
+            if type(self).puts == 2:
+                raise PermissionError(f"Access Denied: {rpath}")
+            super().put_file(lpath, rpath, *args, **kwargs)
+
+    fsspec.register_implementation("mmflaky", FlakyStore, clobber=True)
+    FlakyStore.clear_instance_cache()
+    yield FlakyStore
+    FlakyStore.store.clear()
+
+
+def test_query_to_file_on_a_store_that_fails_on_the_second_upload_publishes_nothing(
+    mm_conn: dict[str, Any], sandbox: Any, flaky_store: Any
+) -> None:
+    from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+
+    _place_orders(3)
+    op = MultiMarketsQueryToFileOperator(
+        task_id="q", biz_type=ORDERS, payload={"tradeType": 2}, output_path="mmflaky://bucket/out", name="orders"
+    )
+    with pytest.raises(MultiMarketsStorageError, match="could not be published.*Access Denied.*Nothing was published"):
+        op.execute({})
+    assert flaky_store.puts == 2
+    assert [k for k in flaky_store.store if "bucket/out" in k] == []  # no orders.jsonl alone, no staging left
+    # the store works again: every file is published, under its own name
+    summary = op.execute({})
+    names = sorted(k.rsplit("/", 1)[-1] for k in flaky_store.store if "bucket/out/" in k)
+    assert names == sorted(Path(p).name for p in summary["paths"].values()) and "orders.jsonl" in names
+    assert summary["paths"]["jsonl"] == "mmflaky://bucket/out/orders.jsonl"
+
+
+@pytest.mark.parametrize("name", ["a/b", "../../x", "..", "", "a\\b", "x\ny"])
+def test_query_to_file_refuses_a_name_with_a_directory_part(
+    mm_conn: dict[str, Any], sandbox: Any, tmp_path: Path, name: str
+) -> None:
+    import glob
+    import tempfile
+
+    temp_before = set(glob.glob(f"{tempfile.gettempdir()}/multimarkets-table-*"))
+    out = tmp_path / "deep" / "out"
+    op = MultiMarketsQueryToFileOperator(
+        task_id="q", biz_type=ORDERS, payload={"tradeType": 2}, output_path=str(out), name=name
+    )
+    if name == "":
+        op.execute({})  # "" means the default name (the query's method name)
+        assert (out / "queryOrderPage.jsonl").exists()
+        return
+    with pytest.raises(MultiMarketsConfigError, match="q: name .* is not a plain file name"):
+        op.execute({})
+    assert set(glob.glob(f"{tempfile.gettempdir()}/multimarkets-table-*")) == temp_before  # no temp dir leaked
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # nothing written anywhere
+    assert sandbox.state.received.get(ORDERS, 0) == 0  # refused before any call
+
+
+def test_report_refuses_a_name_with_a_directory_part(tmp_path: Path) -> None:
+    from airflow_provider_multimarkets.trading.reports import write_report
+
+    with pytest.raises(MultiMarketsConfigError, match="name '../x' is not a plain file name"):
+        write_report({}, [], tmp_path / "out", "../x")
+    assert not list(tmp_path.iterdir())
+
+
+def test_parquet_keeps_integers_beyond_int64_and_double_exactly_as_text(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from airflow_provider_multimarkets.storage.table_files import TableFiles
+
+    table = TableFiles("t")
+    table.add(
+        [
+            {"price": 1.5, "big": 1, "huge": 2.5, "plain": 7, "mixed": "a"},
+            {"price": 2**64, "big": 2**64, "huge": 10**400, "plain": -(2**63), "mixed": 3},
+        ]
+    )
+    paths = table.publish(str(tmp_path))
+    got = pq.read_table(paths["parquet"])
+    types = {f.name: str(f.type) for f in got.schema}
+    assert types == {"price": "double", "big": "string", "huge": "string", "plain": "int64", "mixed": "string"}
+    assert got.column("price").to_pylist() == [1.5, float(2**64)]
+    assert got.column("big").to_pylist() == ["1", str(2**64)]
+    assert got.column("huge").to_pylist() == ["2.5", str(10**400)]
+    assert got.column("mixed").to_pylist() == ["a", "3"]
+
+
+def test_a_record_nested_900_levels_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> None:
+    import glob
+    import tempfile
+
+    from airflow_provider_multimarkets.exceptions import MultiMarketsResponseError
+    from airflow_provider_multimarkets.storage.table_files import TableFiles
+
+    deep: Any = "leaf"
+    for _ in range(900):
+        deep = {"a": [deep]} if len(str(type(deep))) % 2 else [deep]
+    before = set(glob.glob(f"{tempfile.gettempdir()}/multimarkets-table-*"))
+    table = TableFiles("t")
+    with pytest.raises(MultiMarketsResponseError, match="deeper than 64 levels"):
+        table.add([{"id": 1}, {"id": 2, "nested": deep}])
+    table.discard()
+    assert set(glob.glob(f"{tempfile.gettempdir()}/multimarkets-table-*")) == before
+
+
+def test_csv_headers_are_formula_escaped_like_cells(tmp_path: Path) -> None:
+    import csv
+
+    from airflow_provider_multimarkets.storage.table_files import TableFiles
+    from airflow_provider_multimarkets.trading.reports import write_report
+
+    table = TableFiles("t")
+    table.add([{'=HYPERLINK("http://x","y")': "=1+1", "-5": "-5", "@sum": 1}])
+    paths = table.publish(str(tmp_path), formats=("csv",))
+    with open(paths["csv"], newline="", encoding="utf-8") as handle:
+        header, row = list(csv.reader(handle))
+    assert header == ['\'=HYPERLINK("http://x","y")', "-5", "'@sum"] and row == ["'=1+1", "-5", "1"]
+    out = write_report({}, [{"+cmd": 1}], tmp_path / "r", "rep")
+    with open(out["csv"], newline="", encoding="utf-8") as handle:
+        assert next(csv.reader(handle)) == ["'+cmd"]

@@ -87,6 +87,7 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
         from airflow_provider_multimarkets.api.endpoints import epoch_ms, time_range_fields
         from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
         from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+        from airflow_provider_multimarkets.storage.files import check_file_name
         from airflow_provider_multimarkets.storage.table_files import TableFiles, parquet_available
 
         if self.payload is not None and not isinstance(self.payload, dict):
@@ -112,6 +113,7 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
             # the spec does not say whether its end is included: records at the end are cut below
             body[body_end] = end_ms
         name = self.name or self.biz_type.rsplit(".", 1)[-1]
+        check_file_name(name, f"{self.task_id}: name")  # before any call or temporary file
         if "parquet" in self.formats and not parquet_available():
             self.log.info(
                 "pyarrow is not installed: no Parquet file (pip install 'airflow-provider-multimarkets[parquet]')."

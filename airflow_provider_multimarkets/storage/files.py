@@ -28,6 +28,27 @@ except ImportError:  # pragma: no cover - Windows: single writer assumed
     fcntl = None  # type: ignore[assignment]
 
 
+def check_file_name(name: Any, field: str) -> str:
+    """``name`` when it is a plain file name (no directory part, not ``.``/``..``, no control character,
+    at most 200 characters); else a :class:`~..exceptions.MultiMarketsConfigError` naming ``field``."""
+    from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
+
+    text = name if isinstance(name, str) else ""
+    bad = (
+        not text
+        or text in (".", "..")
+        or len(text) > 200
+        or any(c in text for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in text)
+    )
+    if bad:
+        raise MultiMarketsConfigError(
+            f"{field} {name!r} is not a plain file name: use letters, digits, '.', '_' or '-' without a directory "
+            "part ('/' or '\\', '..'), at most 200 characters. Put directories in the output path instead."
+        )
+    return text
+
+
 def os_error_cause(exc: OSError) -> tuple[str, str]:
     """(cause in a word, the reason in words) of a failed file operation, for messages that name the fix."""
     reason = exc.strerror or str(exc)
