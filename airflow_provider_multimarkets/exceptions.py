@@ -39,14 +39,18 @@ class MultiMarketsTransportError(MultiMarketsError):
 
     ``maybe_sent`` tells whether the request may have reached the server: ``False`` only when the
     connection was never established (refused, DNS, connect timeout). ``permanent`` marks
-    failures that a retry cannot fix (TLS verification, invalid URL).
+    failures that a retry cannot fix (TLS verification, invalid URL). ``deadline_hit``: the call's
+    deadline passed while an answer was arriving too slowly; it is never retried.
     """
 
-    def __init__(self, message: str, *, maybe_sent: bool, url: str = "", permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, maybe_sent: bool, url: str = "", permanent: bool = False, deadline_hit: bool = False
+    ) -> None:
         super().__init__(message)
         self.maybe_sent = maybe_sent
         self.url = url
         self.permanent = permanent
+        self.deadline_hit = deadline_hit
 
 
 class MultiMarketsHTTPError(MultiMarketsError):

@@ -527,3 +527,64 @@ def test_csv_headers_are_formula_escaped_like_cells(tmp_path: Path) -> None:
     out = write_report({}, [{"+cmd": 1}], tmp_path / "r", "rep")
     with open(out["csv"], newline="", encoding="utf-8") as handle:
         assert next(csv.reader(handle)) == ["'+cmd"]
+
+
+# ---- time and truth: one deadline per call, retries included --------------------------------------
+
+
+def _counting_server(handler: Any) -> Any:
+    from test_hardening import RawServer
+
+    count = {"n": 0}
+
+    def counted(conn: Any, stop: Any) -> None:
+        count["n"] += 1
+        handler(conn, stop)
+
+    server = RawServer(counted)
+    server.count = count  # type: ignore[attr-defined]
+    return server
+
+
+def test_a_dripping_server_keeps_a_call_no_longer_than_its_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: 4 tries x call_deadline (a server that drips its body kept hook.call() running 4 x 45 s)."""
+    import time
+
+    from test_hardening import _conn_to, _drip_body
+
+    from airflow_provider_multimarkets.exceptions import MultiMarketsTransportError
+
+    server = _counting_server(_drip_body)
+    try:
+        _conn_to(server.port, monkeypatch, call_deadline=2, timeout=[2, 5], max_retries=3)
+        started = time.monotonic()
+        with pytest.raises(MultiMarketsTransportError, match="within the call deadline of 2 s .*not retried") as info:
+            MultiMarketsHook().call("getMsgPushToken", {})
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert info.value.deadline_hit and server.count["n"] == 1  # an answer arriving too slowly is not retried
+    assert elapsed < 2 + 10  # the deadline, with a generous margin for a busy machine (before: 8 s and more)
+
+
+def _slow_503(conn: Any, stop: Any) -> None:
+    if not stop.wait(0.8):
+        conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+def test_retries_end_within_the_call_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that answers 503 after 0.8 s: 10 retries would take 9 s; the call ends within its 2.5 s."""
+    import time
+
+    from test_hardening import _conn_to
+
+    server = _counting_server(_slow_503)
+    try:
+        _conn_to(server.port, monkeypatch, call_deadline=2.5, timeout=[2, 5], max_retries=10)
+        started = time.monotonic()
+        with pytest.raises(MultiMarketsError):
+            MultiMarketsHook().call("getMsgPushToken", {})
+        elapsed = time.monotonic() - started
+    finally:
+        server.close()
+    assert 1 <= server.count["n"] <= 3 and elapsed < 2.5 + 10

@@ -321,6 +321,11 @@ class MultiMarketsHook(BaseHook):
         :param check: check the payload against the documented body first (required fields, JSON
             types) and raise :class:`MultiMarketsConfigError` before anything is sent.
         :raises MultiMarketsError: a typed subclass for every failure.
+
+        The call ends within ``call_deadline`` seconds, retries included: every exchange gets what is
+        left of it, a retry starts only if its back-off ends in time, and an answer still arriving
+        when it passes is not retried. Waits for the shared budget (bounded by
+        ``rate_limit_max_wait``, nothing sent meanwhile) do not count against it.
         """
         from airflow_provider_multimarkets.api.retry import retryable_error
 
@@ -331,11 +336,17 @@ class MultiMarketsHook(BaseHook):
         # is taken: the budget counts a call when it is admitted, the gateway when it arrives, and the
         # two must stay within the safety margin even on a busy worker.
         _ = self.signer, self.session
+        total = self.settings.call_deadline
         attempt = 0
+        deadline_at = 0.0
         while True:
+            waited = time.monotonic()
             budget.acquire()  # waits for budget and for any shared 429/418 block; raises past max_wait
+            now = time.monotonic()
+            # the deadline counts from the first send; a budget wait moves it (nothing is sent meanwhile)
+            deadline_at = now + total if not attempt else deadline_at + (now - waited)
             try:
-                return self._send_once(biz_type, payload, version, group)
+                return self._send_once(biz_type, payload, version, group, deadline=deadline_at - now)
             except MultiMarketsError as exc:
                 block = budget.record(exc)  # a 429/418 now stops every process that shares the key
                 if attempt >= policy.max_retries or not retryable_error(exc, idempotent=idempotent):
@@ -356,6 +367,15 @@ class MultiMarketsHook(BaseHook):
                     )
                     continue
                 delay = policy.delay(attempt - 1, exc)
+                if not policy.fits(delay, deadline_at - time.monotonic()):
+                    self.log.warning(
+                        "MultiMarkets %s failed (%s); no retry: the call deadline of %g s (extra 'call_deadline', "
+                        "retries included) leaves no time for one.",
+                        biz_type,
+                        exc,
+                        total,
+                    )
+                    raise
                 self.log.warning(
                     "MultiMarkets %s failed (%s); retry %d of %d in %.2f s.",
                     biz_type,
@@ -464,7 +484,13 @@ class MultiMarketsHook(BaseHook):
         return version or spec.version, group or spec.group
 
     def _send_once(
-        self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None,
+        version: str | None,
+        group: str | None,
+        *,
+        deadline: float | None = None,
     ) -> Any:
         from airflow_provider_multimarkets.api.envelope import parse_response
         from airflow_provider_multimarkets.api.transport import post
@@ -477,9 +503,10 @@ class MultiMarketsHook(BaseHook):
             body,
             headers,
             timeout=settings.timeout,
-            deadline=settings.call_deadline,
+            deadline=settings.call_deadline if deadline is None else max(0.001, deadline),
             max_bytes=settings.max_response_bytes,
             where=self._where,
+            total_deadline=settings.call_deadline,
         )
         return parse_response(status, content, retry_after=retry_after, biz_type=biz_type, url=url)
 
