@@ -588,3 +588,86 @@ def test_retries_end_within_the_call_deadline(monkeypatch: pytest.MonkeyPatch) -
     finally:
         server.close()
     assert 1 <= server.count["n"] <= 3 and elapsed < 2.5 + 10
+
+
+# ---- secrets: `airflow dags test` at DEBUG ------------------------------------------------------------
+
+
+def _dags_test_at_debug(sandbox: Any, dag_id: str, extra: dict[str, Any] | None = None) -> str:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    conn = sandbox.connection(retry_backoff=0.01)
+    conn["extra"] = {**conn.get("extra", {}), **(extra or {})}
+    env = {
+        **os.environ,
+        "AIRFLOW_CONN_MULTIMARKETS_DEFAULT": json.dumps(conn),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "dags", "test", dag_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    text = done.stdout + done.stderr
+    assert done.returncode == 0, text[-3000:]
+    return text
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_dags_test_at_debug_logs_no_secret_this_provider_registers(sandbox: Any) -> None:
+    """`airflow dags test` runs every task in one process under InProcessTestSupervisor, whose comms log each
+    request verbatim at DEBUG, MaskSecret(value=...) included (Airflow 3.3.2). What this provider controls:
+    it sends no mask request there (the supervisor is this process: the mask is registered locally), nor one
+    for a value Airflow masked already, and it registers no extra value (no "too short" warning for
+    ``host_file``). Airflow's own requests remain: three mask requests per connection fetch (the extra as a
+    dict, the password, the extra's text) and the XCom a task returns (the token of GetMsgTokenOperator)."""
+    text = _dags_test_at_debug(sandbox, "mm_e2e_token", {"rate_limit_fallback": "host_file"})
+    lines = text.splitlines()
+    key = sandbox.private_key
+    body = "".join(line for line in key.splitlines() if "-----" not in line)
+    slices = [body[i : i + 24] for i in range(0, len(body) - 24, 97)]
+    tokens = list(sandbox.state.streams)
+    assert tokens and sandbox.state.seen_signatures
+    # each connection fetch: Airflow masks the extra as a dict (Connection.get_uri -> extra_dejson for its
+    # secret cache), then the password and the extra's text (_mask_connection_secrets)
+    fetches = sum("Sending request" in line and "MaskSecret(value={" in line for line in lines)
+    mask_requests = [line for line in lines if "Sending request" in line and "MaskSecret(" in line]
+    assert fetches >= 2 and len(mask_requests) == 3 * fetches  # Airflow's own, none of ours
+    with_key = [line for line in lines if any(s in line for s in slices)]
+    assert with_key and all("MaskSecret(value='" in line for line in with_key)  # only Airflow's own requests
+    assert len(with_key) == fetches
+    with_token = [line for line in lines if any(t in line for t in tokens)]
+    assert all("SetXCom(key='return_value'" in line for line in with_token)  # the XCom get_token returns
+    assert not any("MaskSecret" in line for line in with_token)
+    assert not [sig for sig in sandbox.state.seen_signatures if sig in text]
+    assert "Skipping masking for a secret as it's too short" not in text
+
+
+def test_every_short_choice_has_a_spelling_the_masker_does_not_warn_about() -> None:
+    from airflow_provider_multimarkets.api.settings import (
+        CHOICE_SPELLINGS,
+        MSG_WS_COMPRESSIONS,
+        RATE_LIMIT_FALLBACKS,
+        RATE_LIMIT_STORES,
+        settings_from_connection,
+    )
+    from airflow_provider_multimarkets.api.signing import KEY_ORDERS
+    from airflow_provider_multimarkets.sandbox.keys import generate_key_pair
+
+    for choices in (MSG_WS_COMPRESSIONS, RATE_LIMIT_FALLBACKS, RATE_LIMIT_STORES, KEY_ORDERS):
+        for choice in choices:
+            assert len(choice) >= 5 or choice in CHOICE_SPELLINGS.values(), choice
+    assert all(len(spelling) >= 5 for spelling in CHOICE_SPELLINGS)
+    extra = {"company_id": 439, "rate_limit_fallback": "host_file", "rate_limit_store": "host_file"}
+    extra |= {"msg_ws_compression": "disabled", "sign_key_order": "java_compare"}
+    settings = settings_from_connection(host=None, port=None, login="k", password=generate_key_pair()[0], extra=extra)
+    assert (settings.rate_limit_fallback, settings.rate_limit_store, settings.msg_ws_compression) == (
+        "host",
+        "host",
+        "none",
+    )
