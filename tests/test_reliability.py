@@ -10,7 +10,14 @@ import time
 from typing import Any
 
 import pytest
-from conftest import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, ORDER_BIZ_TYPE, ORDER_BODY, set_connection
+from conftest import (
+    DEMO_PRIVATE_KEY,
+    DEMO_PUBLIC_KEY,
+    ORDER_BIZ_TYPE,
+    ORDER_BODY,
+    hold_sandbox_clock_until,
+    set_connection,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,7 +50,7 @@ MATRIX = [
     ("429 with Retry-After", TOKEN, [{"status": 429, "retry_after": "0.01"}], True, "ok", 2, 0),
     ("429 without Retry-After", TOKEN, [{"status": 429}], True, "ok", 2, 0),
     ("418 longer than the max wait: not retried", TOKEN, [{"status": 418}], True, MultiMarketsBannedError, 1, 0),
-    ("read timeout, idempotent: retried", TOKEN, [{"delay": 1.0}], True, "ok", 2, 0),
+    ("read timeout, idempotent: retried", TOKEN, [{"delay": 4.0}], True, "ok", 2, 0),
     ("dropped connection, idempotent: retried", TOKEN, [{"drop": True}], True, "ok", 2, 0),
     ("HTML page", TOKEN, [{"html": True, "status": 200}], True, MultiMarketsResponseError, 1, 0),
     ("empty body", TOKEN, [{"empty": True}], True, MultiMarketsResponseError, 1, 0),
@@ -63,7 +70,7 @@ MATRIX = [
     (
         "order: read timeout after processing, not retried",
         ORDER,
-        [{"delay": 1.0, "after_processing": True}],
+        [{"delay": 4.0, "after_processing": True}],
         False,
         MultiMarketsTransportError,
         1,
@@ -125,7 +132,7 @@ def test_fault_matrix(
 def test_one_order_per_task_try(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each try of an order task places at most one order, whatever the transport does."""
     set_connection(monkeypatch, sandbox.connection(timeout=[2, 0.4], max_retries=3, retry_backoff=0.01))
-    sandbox.add_fault(ORDER, delay=1.0, after_processing=True)  # try 1: placed, answer lost
+    sandbox.add_fault(ORDER, delay=4.0, after_processing=True)  # try 1: placed, answer lost (0.4 s read timeout)
     sandbox.add_fault(ORDER, status=503)  # try 2: refused before processing
     op = MultiMarketsOperator(task_id="order", biz_type=ORDER, payload=ORDER_BODY, idempotent=False)
     for expected_orders in (1, 1, 2):  # try 3 succeeds
@@ -142,7 +149,8 @@ def test_429_blocks_the_key_and_the_retry_waits_it_out(sandbox_factory: Any, mon
     """Before the shared budget: the retry after a 429 went into the same window and got the key
     banned (418). Now the 429 blocks the key until Retry-After, the retry waits (for real), no 418."""
     sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=2.0, ban_seconds=300))
-    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=3))
+    hold_sandbox_clock_until(sb, f"{TOKEN}:429:00012005")  # the 4 calls share one window, however slow
+    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=3, recv_window=60000))
     hook = MultiMarketsHook()
     for _ in range(4):
         hook.get_msg_token()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ORDER_BIZ_TYPE, ORDER_BODY, set_connection
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, hold_sandbox_clock_until, set_connection
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
@@ -348,7 +348,8 @@ def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch
 
 def test_waiting_out_a_429_is_not_a_ban(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=2.0))
-    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1))
+    hold_sandbox_clock_until(sb, "getMsgPushToken:429:00012005")  # the 4 calls share one window, however slow
+    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1, recv_window=60000))
     hook = MultiMarketsHook()
     for _ in range(4):  # the 4th gets a 429, honours Retry-After, then succeeds
         hook.get_msg_token()
