@@ -671,3 +671,31 @@ def test_every_short_choice_has_a_spelling_the_masker_does_not_warn_about() -> N
         "host",
         "none",
     )
+
+
+def test_the_deadline_watchdog_works_in_a_forked_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Airflow forks task processes: the parent's watchdog thread does not exist in the child, which starts its own."""
+    import os
+
+    from test_hardening import _conn_to, _drip_body
+
+    from airflow_provider_multimarkets.api import transport
+
+    with transport.CallWatch(30.0):  # the parent has a watchdog thread
+        pass
+    server = _counting_server(_drip_body)
+    try:
+        _conn_to(server.port, monkeypatch, call_deadline=1.5, timeout=[2, 5], max_retries=0)
+        pid = os.fork()
+        if pid == 0:  # the child: a dripping answer must end at the deadline
+            code = 1
+            try:
+                MultiMarketsHook().call("getMsgPushToken", {})
+            except MultiMarketsError as exc:
+                code = 0 if getattr(exc, "deadline_hit", False) else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        server.close()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0

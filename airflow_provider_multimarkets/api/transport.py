@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import heapq
+import os
 import socket
 import threading
 import time
@@ -113,6 +114,16 @@ class Watchdog:
 
 _WATCHDOG: Watchdog | None = None
 _WATCHDOG_LOCK = threading.Lock()
+
+
+def _forget_watchdog_after_fork() -> None:
+    """A forked child has none of its parent's threads (and maybe a lock held at the fork): it starts its own."""
+    global _WATCHDOG, _WATCHDOG_LOCK
+    _WATCHDOG, _WATCHDOG_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_watchdog_after_fork)
 
 
 def _watchdog() -> Watchdog:
