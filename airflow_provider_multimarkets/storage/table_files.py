@@ -13,7 +13,7 @@ Column types (Parquet): a column of integers that all fit int64 is ``int64``; in
 floats make ``double``. A column with an integer outside int64 (e.g. 2**64) is written as
 **text** (its exact decimal digits), and so is a float column with an integer beyond double's range
 (10**400): the value is kept exactly, never rounded or overflowed. A record nested deeper than
-:data:`MAX_DEPTH` levels is refused with a clear error (documented records are flat).
+:data:`MAX_RECORD_DEPTH` levels is refused with a clear error (documented records are flat).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_BATCH = 10_000
 #: lists and objects nested deeper than this in one record are refused (documented records are flat)
-MAX_DEPTH = 64
+MAX_RECORD_DEPTH = 64
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
@@ -286,16 +286,16 @@ def read_jsonl(path: str) -> Iterable[dict[str, Any]]:
 def json_safe(value: Any, _depth: int = 0) -> Any:
     """``value`` with every NaN or infinity replaced by ``None``: the JSON written is always valid JSON.
 
-    :raises MultiMarketsResponseError: lists and objects nested deeper than :data:`MAX_DEPTH`.
+    :raises MultiMarketsResponseError: lists and objects nested deeper than :data:`MAX_RECORD_DEPTH`.
     """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, (dict, list, tuple)):
-        if _depth >= MAX_DEPTH:
+        if _depth >= MAX_RECORD_DEPTH:
             from airflow_provider_multimarkets.exceptions import MultiMarketsResponseError
 
             raise MultiMarketsResponseError(
-                f"A record nests lists or objects deeper than {MAX_DEPTH} levels: it is not a record the Open "
+                f"A record nests lists or objects deeper than {MAX_RECORD_DEPTH} levels: it is not a record the Open "
                 "API documents (they are flat). Nothing was written; check the query and the server."
             )
         if isinstance(value, dict):
