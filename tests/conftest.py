@@ -118,25 +118,6 @@ def sandbox(sandbox_factory: Any) -> Any:
     return sandbox_factory()
 
 
-def hold_sandbox_clock_until(sb: Any, answer: str) -> None:
-    """Stop the sandbox's clock until it has given ``answer`` (e.g. ``"getMsgPushToken:429:00012005"``),
-    then let it run on from there: the calls before that answer all fall in one of its rate windows
-    however slow a busy machine makes them, and the client's wait after it is real time again."""
-    import time as _time
-
-    start = sb.state.clock()
-    held = {"last": _time.time()}  # the last moment the held clock was read: the answer was being given
-
-    def clock() -> float:
-        now = _time.time()
-        if answer not in sb.state.answers:
-            held["last"] = now
-            return start
-        return start + (now - held["last"])
-
-    sb.state.clock = clock
-
-
 def set_connection(
     monkeypatch: pytest.MonkeyPatch, conn: dict[str, Any], conn_id: str = "multimarkets_default"
 ) -> None:
