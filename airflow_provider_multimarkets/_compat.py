@@ -49,16 +49,68 @@ def _masker_function(name: str) -> Any:
     return None
 
 
+def _local_masker() -> Any:
+    """This process's secret masker object (``None`` when Airflow has none)."""
+    for module in (
+        "airflow.sdk._shared.secrets_masker",
+        "airflow.sdk.execution_time.secrets_masker",
+        "airflow.utils.log.secrets_masker",
+    ):
+        try:
+            return __import__(module, fromlist=["_secrets_masker"])._secrets_masker()
+        except (ImportError, AttributeError):
+            continue
+    return None  # pragma: no cover
+
+
+def _supervisor_in_this_process() -> bool:
+    """Whether the task's supervisor is this very process (``airflow dags test``, ``dag.test()``).
+
+    Its comms (``InProcessSupervisorComms``) log every request verbatim at DEBUG, a mask request's
+    value included, and its masker is this process's own: a request to it only prints the secret.
+    """
+    try:
+        from airflow.sdk.execution_time import task_runner
+    except ImportError:
+        return False
+    return type(getattr(task_runner, "SUPERVISOR_COMMS", None)).__name__ == "InProcessSupervisorComms"
+
+
+def _register_here(value: Any) -> bool:
+    """Register ``value`` with this process's masker only, when that is all it needs (see the callers).
+
+    ``True`` when nothing more is to be done: the value was masked already (Airflow registers a
+    connection's password itself when it fetches it), or the supervisor is this process.
+    """
+    masker = _local_masker()
+    if masker is None:
+        return False
+    if isinstance(value, str):
+        import re
+
+        if re.escape(value) in getattr(masker, "patterns", ()):
+            return True  # masked already, here and (Airflow 3) in the supervisor: no second request
+    if _supervisor_in_this_process():
+        masker.add_mask(value)
+        return True
+    return False
+
+
 def mask_secret(value: Any) -> None:
-    """Register ``value`` with Airflow's secret masker (task process and, on Airflow 3, supervisor)."""
-    if not value:
+    """Register ``value`` with Airflow's secret masker (task process and, on Airflow 3, supervisor).
+
+    No mask request is sent for a value the masker holds already, nor to a supervisor that runs in
+    this process (``airflow dags test``), which would print it at DEBUG: there the value is
+    registered with this process's masker, which is the supervisor's too.
+    """
+    if not value or _register_here(value):
         return
     _masker_function("mask_secret")(value)
 
 
 async def amask_secret(value: Any) -> None:
     """The same, from a coroutine (the triggerer): never blocks the event loop on Airflow 3."""
-    if not value:
+    if not value or _register_here(value):
         return
     masker = _masker_function("amask_secret")
     if masker is not None:

@@ -39,14 +39,18 @@ class MultiMarketsTransportError(MultiMarketsError):
 
     ``maybe_sent`` tells whether the request may have reached the server: ``False`` only when the
     connection was never established (refused, DNS, connect timeout). ``permanent`` marks
-    failures that a retry cannot fix (TLS verification, invalid URL).
+    failures that a retry cannot fix (TLS verification, invalid URL). ``deadline_hit``: the call's
+    deadline passed while an answer was arriving too slowly; it is never retried.
     """
 
-    def __init__(self, message: str, *, maybe_sent: bool, url: str = "", permanent: bool = False) -> None:
+    def __init__(
+        self, message: str, *, maybe_sent: bool, url: str = "", permanent: bool = False, deadline_hit: bool = False
+    ) -> None:
         super().__init__(message)
         self.maybe_sent = maybe_sent
         self.url = url
         self.permanent = permanent
+        self.deadline_hit = deadline_hit
 
 
 class MultiMarketsHTTPError(MultiMarketsError):
@@ -177,6 +181,20 @@ class MultiMarketsMsgError(MultiMarketsError):
 
 class MultiMarketsMsgAuthError(MultiMarketsMsgError):
     """The message WebSocket rejected the token (unknown, expired or already used elsewhere)."""
+
+
+class MultiMarketsStorageError(MultiMarketsError):
+    """A file the provider keeps (a fill ledger, table files, an object store) cannot be opened, read
+    or written. ``cause`` names which, in a word (``disk full``, ``not writable``, ``object store``,
+    …); the message names the path and the fix. Nothing was claimed that was not written."""
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+class PushLogError(MultiMarketsStorageError):
+    """A push log (or the store under an object-store URL) cannot be opened, read or written."""
 
 
 class MultiMarketsPagingError(MultiMarketsError):

@@ -174,7 +174,15 @@ def test_budget_exhausted_longer_than_max_wait_fails_with_when_to_call_again() -
 
 def test_waiting_is_logged_once_with_the_time_waited() -> None:
     lines: list[str] = []
-    budget = CallBudget(ProcessStore(1, 0.3), limit=1, window=0.3, log=lines.append)
+    now = [1_800_000_000.0]  # a fake clock that moves only when the budget sleeps: no window decides
+    budget = CallBudget(
+        ProcessStore(1, 0.3),
+        limit=1,
+        window=0.3,
+        log=lines.append,
+        clock=lambda: now[0],
+        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+    )
     for _ in range(4):
         budget.acquire()
     assert len(lines) == 1 and lines[0].startswith("Waited 0.") and "shared call budget" in lines[0]
@@ -183,8 +191,9 @@ def test_waiting_is_logged_once_with_the_time_waited() -> None:
 
 def test_async_form_shares_the_same_store_and_block(tmp_path: Path) -> None:
     where = str(tmp_path / "store")
-    sync_budget = CallBudget(HostStore(where, API_KEY, 3, 1.0), limit=3, window=1.0)
-    async_budget = CallBudget(HostStore(where, API_KEY, 3, 1.0), limit=3, window=1.0)
+    # a window long enough that a busy machine cannot let it pass between the sync calls and the async one
+    sync_budget = CallBudget(HostStore(where, API_KEY, 3, 4.0), limit=3, window=4.0)
+    async_budget = CallBudget(HostStore(where, API_KEY, 3, 4.0), limit=3, window=4.0)
     for _ in range(3):
         sync_budget.acquire()
 

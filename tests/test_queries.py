@@ -314,7 +314,7 @@ def test_query_to_file_writes_the_range_and_returns_a_summary(
             ) == sorted(inside)
             assert str(parquet.schema.field("executeTime").type) == "int64"
     assert summary["outside_range"] == 0  # trade records: the range went into the body
-    assert op.template_fields == ("biz_type", "payload", "start", "end", "output_path", "name")
+    assert op.template_fields == ("biz_type", "payload", "start", "end", "output_path", "name", "hook_params")
 
 
 def test_query_to_file_runs_again_when_the_total_changes(

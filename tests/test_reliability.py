@@ -43,7 +43,7 @@ MATRIX = [
     ("429 with Retry-After", TOKEN, [{"status": 429, "retry_after": "0.01"}], True, "ok", 2, 0),
     ("429 without Retry-After", TOKEN, [{"status": 429}], True, "ok", 2, 0),
     ("418 longer than the max wait: not retried", TOKEN, [{"status": 418}], True, MultiMarketsBannedError, 1, 0),
-    ("read timeout, idempotent: retried", TOKEN, [{"delay": 1.0}], True, "ok", 2, 0),
+    ("read timeout, idempotent: retried", TOKEN, [{"delay": 4.0}], True, "ok", 2, 0),
     ("dropped connection, idempotent: retried", TOKEN, [{"drop": True}], True, "ok", 2, 0),
     ("HTML page", TOKEN, [{"html": True, "status": 200}], True, MultiMarketsResponseError, 1, 0),
     ("empty body", TOKEN, [{"empty": True}], True, MultiMarketsResponseError, 1, 0),
@@ -63,7 +63,7 @@ MATRIX = [
     (
         "order: read timeout after processing, not retried",
         ORDER,
-        [{"delay": 1.0, "after_processing": True}],
+        [{"delay": 4.0, "after_processing": True}],
         False,
         MultiMarketsTransportError,
         1,
@@ -125,7 +125,7 @@ def test_fault_matrix(
 def test_one_order_per_task_try(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each try of an order task places at most one order, whatever the transport does."""
     set_connection(monkeypatch, sandbox.connection(timeout=[2, 0.4], max_retries=3, retry_backoff=0.01))
-    sandbox.add_fault(ORDER, delay=1.0, after_processing=True)  # try 1: placed, answer lost
+    sandbox.add_fault(ORDER, delay=4.0, after_processing=True)  # try 1: placed, answer lost (0.4 s read timeout)
     sandbox.add_fault(ORDER, status=503)  # try 2: refused before processing
     op = MultiMarketsOperator(task_id="order", biz_type=ORDER, payload=ORDER_BODY, idempotent=False)
     for expected_orders in (1, 1, 2):  # try 3 succeeds

@@ -73,7 +73,9 @@ def catalogue() -> dict[str, Any]:
 
 @lru_cache(maxsize=1024)
 def endpoint(biz_type: str) -> Endpoint | None:
-    """The documented interface of ``biz_type``, or ``None`` when the vendor's OpenAPI does not list it."""
+    """The documented interface of ``biz_type``, or ``None`` when the vendor's OpenAPI does not list it.
+
+    Built once per bizType and process (the catalogue is fixed): a call pays a dictionary lookup."""
     raw = catalogue()["endpoints"].get(biz_type)
     if raw is None:
         return None

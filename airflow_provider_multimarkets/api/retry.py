@@ -13,7 +13,11 @@ Rules ("never double-trade"):
   ``rate_limit_max_wait``; otherwise ``CallBudget.acquire`` fails at once, naming the end, and no
   call is sent into the block. Order placement is not retried on them.
 * Never retried: other 4xx, error envelopes, bodies that are not an envelope, configuration and
-  TLS errors.
+  TLS errors, and an answer that was still arriving when the call's deadline passed.
+* The call's deadline (``call_deadline``) is one for all its tries: every exchange and back-off
+  sleep counts against it (a wait for the shared budget does not: it is bounded by
+  ``rate_limit_max_wait`` and sends nothing). A retry is not started when its back-off would end
+  past the deadline (:meth:`RetryPolicy.fits`).
 
 Backoff is exponential with jitter, bounded; a ``Retry-After`` header wins when present.
 """
@@ -40,7 +44,7 @@ def retryable_error(exc: BaseException, *, idempotent: bool) -> bool:
     if not isinstance(exc, MultiMarketsError):
         return False
     if isinstance(exc, MultiMarketsTransportError):
-        if exc.permanent:
+        if exc.permanent or exc.deadline_hit:
             return False
         return idempotent or not exc.maybe_sent
     if isinstance(exc, (MultiMarketsBannedError, MultiMarketsRateLimitError)):
@@ -74,3 +78,9 @@ class RetryPolicy:
         if retry_after is not None:
             return min(float(retry_after), self.max_retry_after)
         return backoff_delay(attempt, self.backoff, self.max_backoff, rand)
+
+    @staticmethod
+    def fits(delay: float, remaining: float) -> bool:
+        """Whether a retry after ``delay`` seconds still has time within the call's deadline (``remaining`` s):
+        at least a second, or a tenth of what is left, for the exchange itself."""
+        return delay + max(1.0, 0.1 * remaining) <= remaining

@@ -6,6 +6,7 @@ without Airflow. Every error names the connection field and the fix, and never e
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -127,6 +128,26 @@ class ConnectionSettings:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, f"{parts.path}/openMsg/{app_id}", "", ""))
+
+
+def check_hook_overrides(values: Mapping[str, Any], where: str) -> None:
+    """Check the hook's keyword arguments (an operator's ``hook_params``) as the extras they override,
+    with an error that names ``hook_params`` and the key."""
+    checks: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+        "timeout": _timeout,
+        "max_retries": lambda v: _as_int(v, "max_retries", DEFAULT_MAX_RETRIES, 0, maximum=MAX_RETRIES),
+        "retry_backoff": lambda v: _as_float(v, "retry_backoff", DEFAULT_RETRY_BACKOFF, 0.0),
+        "rate_limit_per_minute": lambda v: _as_int(v, "rate_limit_per_minute", DEFAULT_RATE_LIMIT_PER_MINUTE, 0),
+    }
+    for key, check in checks.items():
+        if values.get(key) is None:
+            continue
+        try:
+            check(values)
+        except MultiMarketsConfigError as exc:
+            text = str(exc).replace(f"MultiMarkets connection field '{key}'", f"hook_params[{key!r}]")
+            text = text.replace(f"Set extra '{key}'", f"Set hook_params[{key!r}]")
+            raise MultiMarketsConfigError(f"{where}: {text}") from None
 
 
 def _fail(field_name: str, problem: str, fix: str) -> MultiMarketsConfigError:
@@ -251,13 +272,27 @@ def _as_text(extra: Mapping[str, Any], key: str) -> str | None:
     return value.strip()
 
 
+#: Spellings of at least 5 characters for the short choices. Airflow hands every string value of a
+#: connection's extra to its secret masker when it fetches the connection, and a value shorter than 5
+#: characters makes it log "Skipping masking for a secret as it's too short" in every task (none of
+#: these is a secret): write ``"rate_limit_fallback": "host_file"`` rather than ``"host"``.
+CHOICE_SPELLINGS = {
+    "host_file": "host",
+    "no_fallback": "fail",
+    "disabled": "none",
+    "java_compare": "java",
+}
+
+
 def _choice(extra: Mapping[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
     value = _as_text(extra, key)
     if value is None:
         return default
-    if value.lower() not in choices:
-        raise _fail(key, f"must be one of {', '.join(choices)}, got {value!r}", f"Set extra '{key}' to {default!r}")
-    return value.lower()
+    chosen = CHOICE_SPELLINGS.get(value.lower(), value.lower())
+    if chosen not in choices:
+        spelled = [next((long for long, short in CHOICE_SPELLINGS.items() if short == c), c) for c in choices]
+        raise _fail(key, f"must be one of {', '.join(spelled)}, got {value!r}", f"Set extra '{key}' to {default!r}")
+    return chosen
 
 
 def _timeout(extra: Mapping[str, Any]) -> tuple[float, float]:
@@ -363,6 +398,7 @@ def settings_from_connection(
             "lang", f"is not a language tag ({lang[:40]!r})", "Set it to e.g. en-US or zh-CN, or leave it empty"
         )
     key_order = str(extra.get("sign_key_order") or "java").strip()
+    key_order = CHOICE_SPELLINGS.get(key_order, key_order)
     if key_order not in KEY_ORDERS:
         raise _fail(
             "sign_key_order",
@@ -454,15 +490,23 @@ def settings_from_airflow_connection(
     ``mask`` registers the secretKey (and its form without white space) with the secret masker.
     """
     raw_extra = getattr(conn, "extra", None)
-    try:
-        extra = conn.extra_dejson if raw_extra else {}
-    except Exception:  # Airflow 2 raises on some malformed extras instead of returning {}
-        extra = {}
+    # parsed here, not with ``conn.extra_dejson``: that registers every string value of the extra with
+    # the secret masker ("host", "none": "Skipping masking for a secret as it's too short" in every task,
+    # and a mask request each at DEBUG); no extra of this connection type is a secret (the secretKey is
+    # the password, registered below), and Airflow masks the extra's raw text when it fetches it
+    if isinstance(raw_extra, dict):
+        extra = raw_extra
+    else:
+        try:
+            extra = json.loads(raw_extra) if raw_extra else {}
+        except (TypeError, ValueError):
+            extra = None
     blank = not raw_extra or str(raw_extra).strip() in ("", "{}")
     if not blank and (not isinstance(extra, dict) or not extra):
         raise MultiMarketsConfigError(
             f'The extra of connection {conn_id!r} is not a JSON object. Write it as e.g. {{"company_id": 439}}.'
         )
+    extra = extra if isinstance(extra, dict) else {}
     secret = conn.password or ""
     if mask is not None and secret:
         mask(secret)

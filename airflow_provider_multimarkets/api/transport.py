@@ -1,17 +1,22 @@
 """The HTTP transport of the hook: one ``requests.Session`` whose every call is bounded in time and size.
 
 ``requests`` bounds each socket read (the read timeout), not a call: a server that sends a byte
-every few seconds keeps a call alive forever. Here every call has a total deadline, enforced by a
-watchdog that shuts the connection's socket down when it passes (the blocked read then fails at
-once), and every answer a size cap, counted after decompression. ``requests`` and ``urllib3`` are
-imported by the functions that need them, never at module import.
+every few seconds keeps a call alive forever. Here every exchange has a deadline (what is left of
+the call's total deadline, see :meth:`..hooks.multimarkets.MultiMarketsHook.call`), enforced by one
+watchdog thread per process that shuts the connection's socket down when it passes (the blocked
+read then fails at once). Registering a deadline with it costs a lock and a heap push, not a thread
+per call. Every answer has a size cap, counted after decompression. ``requests`` and ``urllib3``
+are imported by the functions that need them, never at module import.
 """
 
 from __future__ import annotations
 
 import errno
+import heapq
+import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_multimarkets.exceptions import MultiMarketsResponseError, MultiMarketsTransportError
@@ -26,25 +31,29 @@ _ACTIVE = threading.local()
 
 
 class CallWatch:
-    """Shuts down the socket of this thread's current request when the deadline passes."""
+    """Shuts down the socket of this thread's current request when the deadline passes (see :class:`Watchdog`)."""
+
+    __slots__ = ("connection", "deadline", "done", "due", "expired")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
+        self.due = 0.0
         self.expired = False
+        self.done = False
         self.connection: Any = None
-        self._timer = threading.Timer(deadline, self._expire)
-        self._timer.daemon = True
 
     def __enter__(self) -> CallWatch:
         _ACTIVE.watch = self
-        self._timer.start()
+        self.due = time.monotonic() + self.deadline
+        _watchdog().watch(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
         _ACTIVE.watch = None
+        _watchdog().forget(self)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """Called by the watchdog thread once ``due`` has passed."""
         self.expired = True
         sock = getattr(self.connection, "sock", None)
         if sock is not None:
@@ -52,6 +61,78 @@ class CallWatch:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+class Watchdog:
+    """One daemon thread that expires every :class:`CallWatch` of the process at its ``due`` time.
+
+    Watches sit in a heap by due time. A finished one is marked and popped from the top by
+    :meth:`forget`, so the heap holds only calls in flight. The thread sleeps until the earliest
+    due time, or :data:`IDLE_WAKE` seconds when there is none; a new watch wakes it only when it is
+    due before that, so a sequence of calls costs no thread switch.
+    """
+
+    IDLE_WAKE = 1.0
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, CallWatch]] = []
+        self._seq = 0
+        self._wake_at = 0.0  # when the thread looks next (0: not started)
+        self._thread: threading.Thread | None = None
+
+    def watch(self, watch: CallWatch) -> None:
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (watch.due, self._seq, watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="multimarkets-call-deadline", daemon=True)
+                self._wake_at = watch.due
+                self._thread.start()
+            elif watch.due < self._wake_at:
+                self._cond.notify()
+
+    def forget(self, watch: CallWatch) -> None:
+        with self._cond:
+            watch.done = True
+            heap = self._heap
+            while heap and heap[0][2].done:
+                heapq.heappop(heap)
+
+    def _run(self) -> None:
+        heap = self._heap
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while heap and (heap[0][2].done or heap[0][0] <= now):
+                    _, _, watch = heapq.heappop(heap)
+                    if not watch.done:
+                        watch.expire()
+                self._wake_at = heap[0][0] if heap else now + self.IDLE_WAKE
+                self._cond.wait(max(0.0, self._wake_at - now))
+
+
+_WATCHDOG: Watchdog | None = None
+_WATCHDOG_LOCK = threading.Lock()
+
+
+def _forget_watchdog_after_fork() -> None:
+    """A forked child has none of its parent's threads (and maybe a lock held at the fork): it starts its own."""
+    global _WATCHDOG, _WATCHDOG_LOCK
+    _WATCHDOG, _WATCHDOG_LOCK = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_watchdog_after_fork)
+
+
+def _watchdog() -> Watchdog:
+    global _WATCHDOG
+    if _WATCHDOG is None:
+        with _WATCHDOG_LOCK:
+            if _WATCHDOG is None:
+                _WATCHDOG = Watchdog()
+    return _WATCHDOG
 
 
 def build_session(user_agent: str, verify: bool | str, base_url: str) -> requests.Session:
@@ -86,6 +167,19 @@ def build_session(user_agent: str, verify: bool | str, base_url: str) -> request
         def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
             super().init_poolmanager(*args, **kwargs)
             self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+            self._pool_keys: dict[tuple[Any, ...], Any] = {}
+
+        def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
+            # requests parses the URL and, when ``verify`` is a CA bundle path, stats it on every request;
+            # the answer depends only on the URL and the TLS settings, which do not change per call
+            key = (request.url, verify, cert)
+            found = self._pool_keys.get(key)
+            if found is None:
+                found = super().build_connection_pool_key_attributes(request, verify, cert)
+                if len(self._pool_keys) >= 256:
+                    self._pool_keys.clear()
+                self._pool_keys[key] = found
+            return found
 
     session = requests.Session()
     adapter = _Adapter(pool_connections=1, pool_maxsize=POOL_SIZE, max_retries=0)
@@ -112,8 +206,12 @@ def post(
     deadline: float,
     max_bytes: int,
     where: str,
+    total_deadline: float | None = None,
 ) -> tuple[int, bytes, str | None]:
-    """POST and read the whole answer within ``deadline`` seconds and ``max_bytes``: status, body, Retry-After."""
+    """POST and read the whole answer within ``deadline`` seconds and ``max_bytes``: status, body, Retry-After.
+
+    :param total_deadline: the call's whole deadline, for the message (``deadline`` is what is left of it).
+    """
     import requests
 
     with CallWatch(deadline) as watch:
@@ -142,11 +240,12 @@ def post(
         except (requests.RequestException, OSError, ValueError) as exc:
             if watch.expired:
                 raise MultiMarketsTransportError(
-                    f"No complete answer from {url} within the call deadline of {deadline:g} s (extra "
-                    "'call_deadline'; the gateway itself gives up after 15 s). The request may have been "
-                    "processed.",
+                    f"No complete answer from {url} within the call deadline of {total_deadline or deadline:g} s "
+                    "(extra 'call_deadline', retries included; the gateway itself gives up after 15 s). The request "
+                    "may have been processed; it is not retried.",
                     maybe_sent=True,
                     url=url,
+                    deadline_hit=True,
                 ) from None
             raise transport_error(exc, url, timeout, where=where) from None
 

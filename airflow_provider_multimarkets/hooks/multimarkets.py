@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from airflow_provider_multimarkets.api.settings import ConnectionSettings
     from airflow_provider_multimarkets.api.signing import Signer
 
+#: the hook's own keyword arguments, which an operator's ``hook_params`` may set
+HOOK_PARAMS = ("timeout", "max_retries", "retry_backoff", "rate_limit_per_minute")
 MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
 #: a bizType as the spec writes it: dotted names, and two with a "/" that the URL path carries as it is
 #: (``thirdExt/randomKey``); no empty, "." or ".." segment, so a bizType never leaves ``/global/``
@@ -38,6 +40,30 @@ _BIZ_TYPE_RE = re.compile(r"^(?!\.{1,2}(?:/|$))[A-Za-z0-9_.\-]+(?:/(?!\.{1,2}(?:
 _IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
 IDEMPOTENCY_HEADER = "idempotency-key"
 _HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+def check_hook_params(hook_params: Any, task_id: str | None, *, rendered: bool = False) -> dict[str, Any]:
+    """An operator's ``hook_params``: a dict of the hook's own keyword arguments (:data:`HOOK_PARAMS`).
+
+    Checked when the operator is built (the keys; a template string is let through until it is
+    rendered) and again with the values when the hook is made (:meth:`MultiMarketsHook.for_task`).
+    """
+    if hook_params is None:
+        return {}
+    if isinstance(hook_params, str) and not rendered:
+        return hook_params  # type: ignore[return-value]  # a template, rendered to a dict before execute
+    if not isinstance(hook_params, Mapping):
+        raise MultiMarketsConfigError(
+            f"{task_id}: hook_params must be a dict of the hook's arguments ({', '.join(HOOK_PARAMS)}), "
+            f"not {type(hook_params).__name__}."
+        )
+    unknown = sorted(str(k) for k in hook_params if k not in HOOK_PARAMS)
+    if unknown:
+        raise MultiMarketsConfigError(
+            f"{task_id}: hook_params has unknown key(s) {', '.join(unknown)}: the hook takes "
+            f"{', '.join(HOOK_PARAMS)}. Other settings are connection extras."
+        )
+    return dict(hook_params)
 
 
 def new_trace(timestamp_ms: int) -> str:
@@ -83,6 +109,16 @@ class MultiMarketsHook(BaseHook):
 
     def __repr__(self) -> str:
         return f"<MultiMarketsHook conn_id={self.multimarkets_conn_id!r}>"
+
+    @classmethod
+    def for_task(cls, multimarkets_conn_id: str, hook_params: Any, task_id: str) -> MultiMarketsHook:
+        """The hook of an operator: its connection and its ``hook_params`` (rendered), checked with an
+        error that names the task, ``hook_params`` and the key."""
+        from airflow_provider_multimarkets.api.settings import check_hook_overrides
+
+        params = check_hook_params(hook_params, task_id, rendered=True)
+        check_hook_overrides(params, task_id)
+        return cls(multimarkets_conn_id, **params)
 
     # ---- connection, key, session: built on first use, once per hook -------------------------
 
@@ -305,6 +341,11 @@ class MultiMarketsHook(BaseHook):
             (:class:`MultiMarketsConcurrentDuplicateError`: that try did nothing). The connection
             extra ``idempotency_key: false`` turns sending it off.
         :raises MultiMarketsError: a typed subclass for every failure.
+
+        The call ends within ``call_deadline`` seconds, retries included: every exchange gets what is
+        left of it, a retry starts only if its back-off ends in time, and an answer still arriving
+        when it passes is not retried. Waits for the shared budget (bounded by
+        ``rate_limit_max_wait``, nothing sent meanwhile) do not count against it.
         """
         from airflow_provider_multimarkets.api.retry import retryable_error
 
@@ -317,11 +358,17 @@ class MultiMarketsHook(BaseHook):
         # is taken: the budget counts a call when it is admitted, the gateway when it arrives, and the
         # two must stay within the safety margin even on a busy worker.
         _ = self.signer, self.session
+        total = self.settings.call_deadline
         attempt = 0
+        deadline_at = 0.0
         while True:
+            waited = time.monotonic()
             budget.acquire()  # waits for budget and for any shared 429/418 block; raises past max_wait
+            now = time.monotonic()
+            # the deadline counts from the first send; a budget wait moves it (nothing is sent meanwhile)
+            deadline_at = now + total if not attempt else deadline_at + (now - waited)
             try:
-                return self._send_once(biz_type, payload, version, group, idempotency_key)
+                return self._send_once(biz_type, payload, version, group, idempotency_key, deadline=deadline_at - now)
             except MultiMarketsError as exc:
                 block = budget.record(exc)  # a 429/418 now stops every process that shares the key
                 if attempt >= policy.max_retries or not retryable_error(exc, idempotent=idempotent):
@@ -342,6 +389,15 @@ class MultiMarketsHook(BaseHook):
                     )
                     continue
                 delay = policy.delay(attempt - 1, exc)
+                if not policy.fits(delay, deadline_at - time.monotonic()):
+                    self.log.warning(
+                        "MultiMarkets %s failed (%s); no retry: the call deadline of %g s (extra 'call_deadline', "
+                        "retries included) leaves no time for one.",
+                        biz_type,
+                        exc,
+                        total,
+                    )
+                    raise
                 self.log.warning(
                     "MultiMarkets %s failed (%s); retry %d of %d in %.2f s.",
                     biz_type,
@@ -499,6 +555,8 @@ class MultiMarketsHook(BaseHook):
         version: str | None,
         group: str | None,
         idempotency_key: str | None = None,
+        *,
+        deadline: float | None = None,
     ) -> Any:
         from airflow_provider_multimarkets.api.envelope import parse_response
         from airflow_provider_multimarkets.api.transport import post
@@ -513,9 +571,10 @@ class MultiMarketsHook(BaseHook):
             body,
             headers,
             timeout=settings.timeout,
-            deadline=settings.call_deadline,
+            deadline=settings.call_deadline if deadline is None else max(0.001, deadline),
             max_bytes=settings.max_response_bytes,
             where=self._where,
+            total_deadline=settings.call_deadline,
         )
         return parse_response(status, content, retry_after=retry_after, biz_type=biz_type, url=url)
 

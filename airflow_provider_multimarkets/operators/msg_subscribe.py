@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_multimarkets._compat import BaseOperator, Context, default_deferrable, mask_secret
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
-from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook, check_hook_params
 
 if TYPE_CHECKING:
     from airflow_provider_multimarkets.triggers.msg_subscribe import MultiMarketsMsgSubscribeTrigger
@@ -49,10 +49,20 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
     :param deferrable: defer to the triggerer, freeing the worker slot while listening. The default
         is ``[operators] default_deferrable``, which Airflow ships as ``False``: pass
         ``deferrable=True`` to free the slot whatever the deployment's configuration.
+    :param hook_params: the hook's own arguments for this task's token call (with ``token`` unset) (templated), e.g.
+        ``{"timeout": 60, "max_retries": 5, "retry_backoff": 2, "rate_limit_per_minute": 50}``; they
+        override the connection's extras of the same names. Unknown keys are a config error.
     :param multimarkets_conn_id: the ``multimarkets`` connection.
     """
 
-    template_fields: Sequence[str] = ("token", "trade_types", "until_order_id", "output_path", "multimarkets_conn_id")
+    template_fields: Sequence[str] = (
+        "token",
+        "trade_types",
+        "until_order_id",
+        "output_path",
+        "hook_params",
+        "multimarkets_conn_id",
+    )
     ui_color = "#fdf3e8"
 
     def __init__(
@@ -71,10 +81,12 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         reconnect_backoff: float = 1.0,
         max_frame_bytes: int = 4 * 1024 * 1024,
         deferrable: bool | None = None,
+        hook_params: dict[str, Any] | None = None,
         multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(hook_params, self.task_id)
         if not window_seconds or window_seconds <= 0:
             raise MultiMarketsConfigError(
                 f"{kwargs.get('task_id')}: window_seconds must be > 0: a subscription is always bounded in time."
@@ -98,7 +110,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MultiMarketsHook:
-        return MultiMarketsHook(self.multimarkets_conn_id)
+        return MultiMarketsHook.for_task(self.multimarkets_conn_id, self.hook_params, self.task_id)
 
     def _check_output(self) -> None:
         may_exceed = self.max_messages is None or self.max_messages > self.max_inline_messages

@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow_provider_multimarkets._compat import BaseOperator, Context
-from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook, check_hook_params
 
 
 class GetMsgTokenOperator(BaseOperator):
@@ -20,26 +20,31 @@ class GetMsgTokenOperator(BaseOperator):
     set ``push_token=False`` here (the task then only checks that a token can be fetched).
 
     :param push_token: return the token (the default); ``False`` returns only its length.
+    :param hook_params: the hook's own arguments for this task (templated), e.g.
+        ``{"timeout": 60, "max_retries": 5, "retry_backoff": 2, "rate_limit_per_minute": 50}``; they
+        override the connection's extras of the same names. Unknown keys are a config error.
     :param multimarkets_conn_id: the ``multimarkets`` connection to use.
     """
 
-    template_fields: Sequence[str] = ("multimarkets_conn_id",)
+    template_fields: Sequence[str] = ("hook_params", "multimarkets_conn_id")
     ui_color = "#e8f4fd"
 
     def __init__(
         self,
         *,
         push_token: bool = True,
+        hook_params: dict[str, Any] | None = None,
         multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(hook_params, self.task_id)
         self.push_token = push_token
         self.multimarkets_conn_id = multimarkets_conn_id
 
     @cached_property
     def hook(self) -> MultiMarketsHook:
-        return MultiMarketsHook(self.multimarkets_conn_id)
+        return MultiMarketsHook.for_task(self.multimarkets_conn_id, self.hook_params, self.task_id)
 
     def execute(self, context: Context) -> str | dict[str, int]:
         with self.hook as hook:

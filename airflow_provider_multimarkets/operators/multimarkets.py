@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow_provider_multimarkets._compat import BaseOperator, Context
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
-from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook, check_hook_params
 
 
 class MultiMarketsOperator(BaseOperator):
@@ -25,10 +25,13 @@ class MultiMarketsOperator(BaseOperator):
         placement: only failures where the request provably was not sent are then retried.
     :param check_payload: check the payload against the documented body (required fields, JSON
         types) before signing, and fail naming the field; ``False`` sends it as it is.
+    :param hook_params: the hook's own arguments for this task (templated), e.g.
+        ``{"timeout": 60, "max_retries": 5, "retry_backoff": 2, "rate_limit_per_minute": 50}``; they
+        override the connection's extras of the same names. Unknown keys are a config error.
     :param multimarkets_conn_id: the ``multimarkets`` connection to use.
     """
 
-    template_fields: Sequence[str] = ("biz_type", "payload", "version", "group", "multimarkets_conn_id")
+    template_fields: Sequence[str] = ("biz_type", "payload", "version", "group", "hook_params", "multimarkets_conn_id")
     template_fields_renderers = {"payload": "json"}
     ui_color = "#e8f4fd"
 
@@ -41,10 +44,12 @@ class MultiMarketsOperator(BaseOperator):
         group: str | None = None,
         idempotent: bool = True,
         check_payload: bool = True,
+        hook_params: dict[str, Any] | None = None,
         multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(hook_params, self.task_id)
         self.check_payload = check_payload
         self.biz_type = biz_type
         self.payload = payload
@@ -55,7 +60,7 @@ class MultiMarketsOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> MultiMarketsHook:
-        return MultiMarketsHook(self.multimarkets_conn_id)
+        return MultiMarketsHook.for_task(self.multimarkets_conn_id, self.hook_params, self.task_id)
 
     def _payload(self) -> dict[str, Any] | None:
         payload = self.payload

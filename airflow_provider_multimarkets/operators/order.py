@@ -22,7 +22,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsOrderError,
     MultiMarketsTransportError,
 )
-from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook, check_hook_params
 
 ISOLATED_MARKET_ORDER = "tradeapi.app.OrderApiService.addMarketOrder"
 CROSS_MARKET_ORDER = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
@@ -58,9 +58,19 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         acknowledgement, no order.
     :param window_seconds: how long to wait for the final status.
     :param output_path: JSON Lines file of the pushes received while tracking (templated).
+    :param hook_params: the hook's own arguments for this task (templated), e.g.
+        ``{"timeout": 60, "max_retries": 5, "retry_backoff": 2, "rate_limit_per_minute": 50}``; they
+        override the connection's extras of the same names. Unknown keys are a config error.
     """
 
-    template_fields: Sequence[str] = ("order", "biz_type", "output_path", "third_party_order", "multimarkets_conn_id")
+    template_fields: Sequence[str] = (
+        "order",
+        "biz_type",
+        "output_path",
+        "third_party_order",
+        "hook_params",
+        "multimarkets_conn_id",
+    )
     template_fields_renderers = {"order": "json"}
     ui_color = "#fde8e8"
 
@@ -79,6 +89,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         window_seconds: float = 60.0,
         output_path: str | None = None,
         ping_interval: float = 15.0,
+        hook_params: dict[str, Any] | None = None,
         multimarkets_conn_id: str = MultiMarketsHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -98,10 +109,11 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         self.output_path = output_path
         self.ping_interval = ping_interval
         self.multimarkets_conn_id = multimarkets_conn_id
+        self.hook_params = check_hook_params(hook_params, self.task_id)
 
     @cached_property
     def hook(self) -> MultiMarketsHook:
-        return MultiMarketsHook(self.multimarkets_conn_id)
+        return MultiMarketsHook.for_task(self.multimarkets_conn_id, self.hook_params, self.task_id)
 
     # ---- identity and lookup -------------------------------------------------------------------
 

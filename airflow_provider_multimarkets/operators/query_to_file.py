@@ -32,9 +32,12 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
     :param page_size: records per page (1-1000). ``max_pages``: more pages fail the task.
     :param start_field: ``end_field``, ``time_field``: override the body fields and the record field
         of the time range ("" turns one off).
+    :param hook_params: the hook's own arguments for this task (templated), e.g.
+        ``{"timeout": 60, "max_retries": 5, "retry_backoff": 2, "rate_limit_per_minute": 50}``; they
+        override the connection's extras of the same names. Unknown keys are a config error.
     """
 
-    template_fields: Sequence[str] = ("biz_type", "payload", "start", "end", "output_path", "name")
+    template_fields: Sequence[str] = ("biz_type", "payload", "start", "end", "output_path", "name", "hook_params")
     template_fields_renderers = {"payload": "json"}
     ui_color = "#e8f1fb"
 
@@ -54,10 +57,14 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
         start_field: str | None = None,
         end_field: str | None = None,
         time_field: str | None = None,
+        hook_params: dict[str, Any] | None = None,
         multimarkets_conn_id: str = "multimarkets_default",
         **kwargs: Any,
     ) -> None:
+        from airflow_provider_multimarkets.hooks.multimarkets import check_hook_params
+
         super().__init__(**kwargs)
+        self.hook_params = check_hook_params(hook_params, self.task_id)
         self.biz_type = biz_type
         self.output_path = output_path
         self.payload = payload
@@ -80,7 +87,7 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
         from airflow_provider_multimarkets.api.endpoints import epoch_ms, time_range_fields
         from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
         from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
-        from airflow_provider_multimarkets.storage.push_log import PushLogError
+        from airflow_provider_multimarkets.storage.files import check_file_name
         from airflow_provider_multimarkets.storage.table_files import TableFiles, parquet_available
 
         if self.payload is not None and not isinstance(self.payload, dict):
@@ -106,6 +113,7 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
             # the spec does not say whether its end is included: records at the end are cut below
             body[body_end] = end_ms
         name = self.name or self.biz_type.rsplit(".", 1)[-1]
+        check_file_name(name, f"{self.task_id}: name")  # before any call or temporary file
         if "parquet" in self.formats and not parquet_available():
             self.log.info(
                 "pyarrow is not installed: no Parquet file (pip install 'airflow-provider-multimarkets[parquet]')."
@@ -119,7 +127,7 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
                 return True  # no usable time: the server's filter decided
             return (start_ms is None or stamp >= start_ms) and (end_ms is None or stamp < end_ms)
 
-        hook = MultiMarketsHook(self.multimarkets_conn_id)
+        hook = MultiMarketsHook.for_task(self.multimarkets_conn_id, self.hook_params, self.task_id)
         attempts = 0
         while True:
             attempts += 1
@@ -140,10 +148,7 @@ class MultiMarketsQueryToFileOperator(BaseOperator):
                 table.discard()
                 raise
             break
-        try:
-            paths = table.publish(self.output_path, self.formats)
-        except PushLogError as exc:
-            raise MultiMarketsConfigError(f"{self.task_id}: {exc}") from None
+        paths = table.publish(self.output_path, self.formats)
         summary = {
             "biz_type": self.biz_type,
             "rows": table.rows,

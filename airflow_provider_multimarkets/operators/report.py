@@ -34,7 +34,6 @@ class MultiMarketsPushReportOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_provider_multimarkets.storage.logs import iter_push_lines
         from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
-        from airflow_provider_multimarkets.storage.push_log import PushLogError
         from airflow_provider_multimarkets.trading.reports import summarize_pushes, text_table, write_report
 
         if not is_object_store_url(self.input_path) and not Path(local_path(self.input_path)).is_file():
@@ -43,10 +42,7 @@ class MultiMarketsPushReportOperator(BaseOperator):
                 "output_path (with a deferrable subscription, on a path the triggerer and this worker share, or an "
                 "object-store URL)."
             )
-        try:
-            summary = summarize_pushes(iter_push_lines(self.input_path))
-        except PushLogError as exc:
-            raise MultiMarketsConfigError(f"{self.task_id}: {exc}") from None
+        summary = summarize_pushes(iter_push_lines(self.input_path))  # a PushLogError names the path and the fix
         rows = summary["trades_by_symbol_and_status"]
         paths = write_report(summary, rows, self.output_dir, self.name)
         self.log.info("Pushes: %d (%s)", summary["messages"], summary["by_msg_code"])

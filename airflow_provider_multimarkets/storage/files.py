@@ -15,6 +15,7 @@ and the one reader of complete lines.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,41 @@ try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: single writer assumed
     fcntl = None  # type: ignore[assignment]
+
+
+def check_file_name(name: Any, field: str) -> str:
+    """``name`` when it is a plain file name (no directory part, not ``.``/``..``, no control character,
+    at most 200 characters); else a :class:`~..exceptions.MultiMarketsConfigError` naming ``field``."""
+    from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
+
+    text = name if isinstance(name, str) else ""
+    bad = (
+        not text
+        or text in (".", "..")
+        or len(text) > 200
+        or any(c in text for c in "/\\")
+        or any(ord(c) < 32 or ord(c) == 127 for c in text)
+    )
+    if bad:
+        raise MultiMarketsConfigError(
+            f"{field} {name!r} is not a plain file name: use letters, digits, '.', '_' or '-' without a directory "
+            "part ('/' or '\\', '..'), at most 200 characters. Put directories in the output path instead."
+        )
+    return text
+
+
+def os_error_cause(exc: OSError) -> tuple[str, str]:
+    """(cause in a word, the reason in words) of a failed file operation, for messages that name the fix."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "disk full", f"the disk is full or the file size limit is reached ({reason})"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "not writable", f"it is not writable ({reason})"
+    if exc.errno == errno.ENOTDIR or isinstance(exc, (NotADirectoryError, FileExistsError)):
+        return "not a directory", f"a part of its directory path is a file ({reason})"
+    if exc.errno == errno.EISDIR:
+        return "is a directory", f"a directory stands in its place ({reason})"
+    return "i/o error", reason
 
 
 def _temp_name(path: str) -> str:

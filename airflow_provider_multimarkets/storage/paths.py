@@ -6,7 +6,7 @@ import os
 import re
 from typing import Any
 
-from airflow_provider_multimarkets.storage.push_log import PushLogError
+from airflow_provider_multimarkets.exceptions import PushLogError
 
 
 def local_dir(env_var: str, subdir: str) -> str:

@@ -23,6 +23,14 @@ orphaned trigger run still draining its socket), so two writers never write one 
 line left incomplete by a process killed in the middle of its write is cut off (it was never
 counted).
 
+**Another process truncating or replacing the file.** Before each append the log checks that the
+file is still the one it read (same inode under the path) and no shorter than what it read. When
+another process truncated it (``> pushes.jsonl``, a log rotation with ``copytruncate``) or replaced
+it (a rename over it), the log says so in one warning and reads the file again from its start: the
+tally is then the file's own again, and a push another writer appended meanwhile is known, so it is
+never written twice. Pushes that the other process removed are gone from the file and from the
+tally (summary = file); one the server sends again is written again (the file gets it back).
+
 Memory is flat: the identities of the last ``dedup_window`` pushes (about 100 bytes each), the
 tally's counters and the first ``keep_first`` pushes.
 """
@@ -31,29 +39,25 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_provider_multimarkets.exceptions import PushLogError
 from airflow_provider_multimarkets.messaging.codec import frame_loads, too_deep
 from airflow_provider_multimarkets.messaging.identity import push_identity
-from airflow_provider_multimarkets.storage.files import Flock
+from airflow_provider_multimarkets.storage.files import Flock, os_error_cause
+
+log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
 #: a staged push: (identity, tally record, line, the parsed frame only when ``on_push`` needs it)
 _Staged = tuple[int, tuple[str, "str | None", "str | None", "int | None"], bytes, "dict[str, Any] | None"]
 #: a push line longer than this in an existing log is reported, not loaded into memory unbounded
 MAX_LINE_BYTES = 64 << 20
-
-
-class PushLogError(Exception):
-    """The push log cannot be opened, read or written. ``cause`` names which, for the message."""
-
-    def __init__(self, message: str, *, cause: str) -> None:
-        super().__init__(message)
-        self.cause = cause
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
@@ -204,6 +208,8 @@ class PushLog:
         self._partial = b""
         self._pending: list[_Staged] = []
         self._pending_ids: set[int] = set()
+        #: while the file is read again (truncated or replaced): the identities counted before
+        self._known_before: set[int] | None = None
 
     # ---- opening and catching up --------------------------------------------------------------
 
@@ -259,6 +265,46 @@ class PushLog:
             self._offset -= len(self._partial)
             self._partial = b""
 
+    def _same_file(self, fd: int) -> tuple[int, bool]:
+        """``fd`` while it is still the file at the log's path; else the file at the path, opened again."""
+        assert self.path is not None
+        try:
+            at_path = os.stat(self.path)
+        except FileNotFoundError:
+            at_path = None
+        held = os.fstat(fd)
+        if at_path is not None and (at_path.st_ino, at_path.st_dev) == (held.st_ino, held.st_dev):
+            return fd, False
+        try:
+            new_fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        except OSError as exc:
+            raise _write_error(self.path, exc, "open") from None
+        os.close(fd)
+        self._fd = new_fd
+        return new_fd, True
+
+    def _read_again(self, what: str) -> None:
+        """Read the file again from its start (we hold its lock): it was truncated or replaced."""
+        counted = self.tally.messages
+        known = self._seen | self._seen_old
+        self.tally = PushTally()
+        self._seen, self._seen_old = set(), frozenset()
+        self._offset, self._partial = 0, b""
+        self._known_before = known
+        try:
+            self._catch_up(cut_partial=True)
+        finally:
+            self._known_before = None
+        log.warning(
+            "The push log %s was %s by another process. Read it again from its start: the tally follows the file "
+            "(%d pushes now; %d were counted before). Pushes another writer appended are not written again. Give "
+            "each subscription its own output_path, and do not rotate or truncate a log that is being written.",
+            self.path,
+            what,
+            self.tally.messages,
+            counted,
+        )
+
     def _take_line(self, line: bytes) -> None:
         if not line.strip():
             return
@@ -275,8 +321,8 @@ class PushLog:
     def _count(self, identity: int, frame: dict[str, Any]) -> None:
         self._remember(identity)
         self.tally.add(frame)
-        if self.on_push is not None:
-            self.on_push(frame)
+        if self.on_push is not None and (self._known_before is None or identity not in self._known_before):
+            self.on_push(frame)  # a push read again after a truncation was announced already
 
     def knows(self, identity: int) -> bool:
         """Whether the log holds the push of this identity (among the newest ``dedup_window`` at least)."""
@@ -325,9 +371,16 @@ class PushLog:
             assert self.path is None, "PushLog.open() first"
             self._count_many(pending)
             return len(pending)
+        fd, replaced = self._same_file(fd)
         with self._locked():
-            if os.fstat(fd).st_size != self._offset:
-                self._catch_up()  # another writer appended: take its pushes in first
+            size = os.fstat(fd).st_size
+            if replaced or size != self._offset:
+                if replaced:
+                    self._read_again("replaced (another file is at its path now)")
+                elif size < self._offset:
+                    self._read_again(f"truncated ({size} bytes, shorter than the {self._offset} bytes read)")
+                else:
+                    self._catch_up()  # another writer appended: take its pushes in first
                 fresh = [item for item in pending if not self.knows(item[0])]
                 self.duplicates += len(pending) - len(fresh)
                 pending = fresh
@@ -385,13 +438,14 @@ class PushLog:
 
 
 def _write_error(path: str, exc: OSError, action: str) -> PushLogError:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    cause, _ = os_error_cause(exc)
+    if cause == "disk full":
         return PushLogError(
             f"The push log {path} could not be written: the disk is full ({exc.strerror}). Pushes from here on "
             "are not counted. Free space or point output_path at another volume; the log keeps what was written.",
             cause="disk full",
         )
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if cause == "not writable":
         return PushLogError(
             f"The push log {path} is not writable ({exc.strerror}). Give the triggerer's and the workers' user "
             "write access, or choose another output_path.",

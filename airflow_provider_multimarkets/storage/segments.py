@@ -26,9 +26,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from airflow_provider_multimarkets.exceptions import PushLogError
 from airflow_provider_multimarkets.messaging.identity import push_identity
 from airflow_provider_multimarkets.storage.paths import filesystem
-from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError, parse_line
+from airflow_provider_multimarkets.storage.push_log import PushLog, parse_line
 
 SEGMENT_NAME = re.compile(r"part-(\d{13}-\d+)-(\d{6})\.jsonl$")
 

@@ -3,9 +3,17 @@ at module level).
 
 :class:`TableFiles` streams records to a JSON Lines file in a private temporary directory, noting
 the columns and their types as they pass, so memory stays flat whatever the row count. :meth:`publish`
-then writes the CSV (and Parquet) from that file and moves every file to its destination: a local
-directory (renamed into place, so a reader never sees half a file) or an ``ObjectStoragePath``
-URL (uploaded). :meth:`discard` drops everything (a query that did not add up).
+then writes the CSV (and Parquet) from that file and publishes every file at its destination,
+all or nothing: each is staged first (a temporary file beside its target in a local directory;
+objects under a staging prefix on an ``ObjectStoragePath`` URL), and only once every one is staged
+are they moved to their names. A failure while staging removes what was staged, so nothing of the
+table is published; :meth:`discard` drops everything (a query that did not add up).
+
+Column types (Parquet): a column of integers that all fit int64 is ``int64``; integers mixed with
+floats make ``double``. A column with an integer outside int64 (e.g. 2**64) is written as
+**text** (its exact decimal digits), and so is a float column with an integer beyond double's range
+(10**400): the value is kept exactly, never rounded or overflowed. A record nested deeper than
+:data:`MAX_RECORD_DEPTH` levels is refused with a clear error (documented records are flat).
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from typing import Any
 
 FORMATS = ("jsonl", "csv", "parquet")
 PARQUET_BATCH = 10_000
+#: lists and objects nested deeper than this in one record are refused (documented records are flat)
+MAX_RECORD_DEPTH = 64
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def _kind(value: Any) -> str:
@@ -29,7 +40,13 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int):
-        return "int"
+        if _INT64[0] <= value <= _INT64[1]:
+            return "int"
+        try:
+            float(value)
+        except OverflowError:
+            return "hugeint"  # beyond double's range: text only
+        return "bigint"  # beyond int64: double or text
     if isinstance(value, float):
         return "float"
     if isinstance(value, str):
@@ -43,7 +60,7 @@ def _column_type(kinds: set[str]) -> str:
         return "str"
     if kinds == {"int"}:
         return "int"
-    if kinds <= {"int", "float"}:
+    if "float" in kinds and kinds <= {"int", "bigint", "float"}:
         return "float"
     if kinds == {"bool"}:
         return "bool"
@@ -69,7 +86,9 @@ class TableFiles:
     """One table being written: :meth:`add` records, then :meth:`publish` or :meth:`discard`."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        from airflow_provider_multimarkets.storage.files import check_file_name
+
+        self.name = check_file_name(name, "name")  # before the temporary directory: nothing to leak
         self.rows = 0
         self.columns: dict[str, set[str]] = {}
         self._dir = tempfile.mkdtemp(prefix="multimarkets-table-")
@@ -98,10 +117,10 @@ class TableFiles:
         path = os.path.join(self._dir, f"{self.name}.csv")
         fields = list(self.columns) or ["empty"]
         with open(path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
+            writer = csv.writer(handle)
+            writer.writerow([csv_cell(field) for field in fields])  # a header is a cell too
             for record in self._records():
-                writer.writerow({k: csv_cell(_text(v)) for k, v in record.items()})
+                writer.writerow([csv_cell(_text(record.get(field))) for field in fields])
         return path
 
     def _write_parquet(self) -> str:
@@ -117,7 +136,12 @@ class TableFiles:
             if value is None:
                 return None
             if kind == "str":
-                return value if isinstance(value, str) else _text(value) if not isinstance(value, bool) else str(value)
+                if isinstance(value, str):
+                    return value
+                if isinstance(value, (bool, int)):
+                    return str(value)  # exact digits, however large
+                text = _text(value)
+                return text if isinstance(text, str) else json.dumps(text)
             if kind == "float":
                 return float(value)
             return value
@@ -138,13 +162,13 @@ class TableFiles:
         ``destination`` (a directory or an object-store URL); returns ``{format: path}``."""
         self._handle.close()
         wanted = [f for f in formats if f in FORMATS]
-        made = {"jsonl": self._jsonl}
-        if "csv" in wanted:
-            made["csv"] = self._write_csv()
-        if "parquet" in wanted and parquet_available():
-            made["parquet"] = self._write_parquet()
         try:
-            return {fmt: _move(path, destination) for fmt, path in made.items() if fmt in wanted}
+            made = {"jsonl": self._jsonl}
+            if "csv" in wanted:
+                made["csv"] = self._write_csv()
+            if "parquet" in wanted and parquet_available():
+                made["parquet"] = self._write_parquet()
+            return _publish({fmt: path for fmt, path in made.items() if fmt in wanted}, destination)
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -153,24 +177,85 @@ class TableFiles:
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
-def _move(path: str, destination: str) -> str:
-    from airflow_provider_multimarkets.storage.files import atomic_file
-    from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
+def _publish(files: dict[str, str], destination: str) -> dict[str, str]:
+    """Every file of ``files`` ({format: local path}) at ``destination``, all or nothing (see the module docs)."""
+    from airflow_provider_multimarkets.storage.paths import is_object_store_url
 
-    name = os.path.basename(path)
     if is_object_store_url(destination):
-        from airflow_provider_multimarkets.storage.paths import filesystem
+        return _publish_to_store(files, destination)
+    return _publish_to_directory(files, destination)
 
-        fs, inner = filesystem(destination)
-        target = f"{inner}/{name}"
-        fs.put_file(path, target)
-        return f"{destination.rstrip('/')}/{name}"
+
+def _publish_to_directory(files: dict[str, str], destination: str) -> dict[str, str]:
+    from contextlib import ExitStack
+
+    from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+    from airflow_provider_multimarkets.storage.files import atomic_file, os_error_cause
+    from airflow_provider_multimarkets.storage.paths import local_path
+
     directory = local_path(destination)
-    os.makedirs(directory, exist_ok=True)
-    target = os.path.join(directory, name)
-    with open(path, "rb") as source, atomic_file(target, binary=True) as handle:
-        shutil.copyfileobj(source, handle)
-    return target
+    targets = {fmt: os.path.join(directory, os.path.basename(path)) for fmt, path in files.items()}
+    try:
+        os.makedirs(directory, exist_ok=True)
+        # every file is staged beside its target before any is renamed into place; an error while
+        # staging removes every staged file (atomic_file), so nothing of the table is published
+        with ExitStack() as stack:
+            for fmt, path in files.items():
+                handle = stack.enter_context(atomic_file(targets[fmt], binary=True))
+                with open(path, "rb") as source:
+                    shutil.copyfileobj(source, handle)
+    except OSError as exc:
+        cause, why = os_error_cause(exc)
+        raise MultiMarketsStorageError(
+            f"The table files could not be written to {directory}: {why}. Nothing was published. Fix the output "
+            "path (space, permissions) and run the task again.",
+            cause=cause,
+        ) from None
+    return targets
+
+
+def _publish_to_store(files: dict[str, str], destination: str) -> dict[str, str]:
+    import uuid
+
+    from airflow_provider_multimarkets.exceptions import MultiMarketsStorageError
+    from airflow_provider_multimarkets.storage.paths import filesystem
+
+    fs, inner = filesystem(destination)
+    staging = f"{inner}/.multimarkets-staging-{uuid.uuid4().hex}"
+    names = {fmt: os.path.basename(path) for fmt, path in files.items()}
+    staged: list[str] = []
+    moved: list[str] = []
+    try:
+        for fmt, path in files.items():  # 1. upload every file under the staging prefix
+            fs.put_file(path, f"{staging}/{names[fmt]}")
+            staged.append(names[fmt])
+        for name in list(staged):  # 2. only then move each to its name
+            fs.mv(f"{staging}/{name}", f"{inner}/{name}")
+            staged.remove(name)
+            moved.append(name)
+    except Exception as exc:
+        left = _remove_quietly(fs, [f"{inner}/{n}" for n in moved] + [f"{staging}/{n}" for n in staged])
+        raise MultiMarketsStorageError(
+            f"The table files could not be published to {destination}: {type(exc).__name__}: {str(exc)[:300]}. "
+            + ("Nothing was published" if not left else f"Remove what is left: {', '.join(left)}")
+            + ". Check the URL, the bucket and the credentials, then run the task again.",
+            cause="object store",
+        ) from None
+    _remove_quietly(fs, [staging])
+    base = destination.rstrip("/")
+    return {fmt: f"{base}/{name}" for fmt, name in names.items()}
+
+
+def _remove_quietly(fs: Any, paths: list[str]) -> list[str]:
+    """Remove ``paths`` from a store, as far as it lets us; returns those that could not be removed."""
+    left = []
+    for path in paths:
+        try:
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
+        except Exception:
+            left.append(path)
+    return left
 
 
 def read_jsonl(path: str) -> Iterable[dict[str, Any]]:
@@ -198,14 +283,24 @@ def read_jsonl(path: str) -> Iterable[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with every NaN or infinity replaced by ``None``: the JSON written is always valid JSON."""
+def json_safe(value: Any, _depth: int = 0) -> Any:
+    """``value`` with every NaN or infinity replaced by ``None``: the JSON written is always valid JSON.
+
+    :raises MultiMarketsResponseError: lists and objects nested deeper than :data:`MAX_RECORD_DEPTH`.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
+    if isinstance(value, (dict, list, tuple)):
+        if _depth >= MAX_RECORD_DEPTH:
+            from airflow_provider_multimarkets.exceptions import MultiMarketsResponseError
+
+            raise MultiMarketsResponseError(
+                f"A record nests lists or objects deeper than {MAX_RECORD_DEPTH} levels: it is not a record the Open "
+                "API documents (they are flat). Nothing was written; check the query and the server."
+            )
+        if isinstance(value, dict):
+            return {k: json_safe(v, _depth + 1) for k, v in value.items()}
+        return [json_safe(v, _depth + 1) for v in value]
     return value
 
 

@@ -159,14 +159,17 @@ def write_report(
     report: dict[str, Any], rows: Sequence[dict[str, Any]], out_dir: str | Path, name: str
 ) -> dict[str, str]:
     """Write ``<name>.json`` (the whole report) and ``<name>.csv`` (the rows); return their paths."""
+    from airflow_provider_multimarkets.storage.files import check_file_name
+
+    check_file_name(name, "name")
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = directory / f"{name}.json", directory / f"{name}.csv"
     json_path.write_text(json.dumps(json_safe(report), indent=2, ensure_ascii=False, default=str, allow_nan=False))
     with csv_path.open("w", newline="", encoding="utf-8") as handle:
         fields = list(rows[0]) if rows else ["empty"]
+        csv.writer(handle).writerow([csv_cell(field) for field in fields])  # a header is a cell too
         writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
         writer.writerows({k: csv_cell(json_safe(v)) for k, v in row.items()} for row in rows)
     return {"json": str(json_path), "csv": str(csv_path)}
 
