@@ -27,7 +27,11 @@ __all__ = [
     "amask_secret",
     "default_deferrable",
     "mask_secret",
+    "mask_secret_in_background",
 ]
+
+_masked: set[int] = set()
+_mask_thread: Any = None
 
 
 def _masker_function(name: str) -> Any:
@@ -55,6 +59,39 @@ async def amask_secret(value: Any) -> None:
         await masker(value)
     else:  # pragma: no cover - older Airflow: a plain in-process call
         mask_secret(value)
+
+
+def mask_secret_in_background(value: Any) -> None:
+    """Register ``value`` with Airflow's masker once per process, on one thread of its own.
+
+    The masker recompiles one regular expression over every secret it holds on each addition
+    (Airflow 3.3.2: 0.3 ms for the first, 18 ms for the 500th), so a triggerer starting hundreds of
+    subscriptions would stall its event loop for seconds if each masked its token on the loop.
+    Here the event loop only hands the value over; one worker thread adds the masks in order (the
+    masker is not meant for concurrent additions), and a value already masked in this process is
+    not added again. Callers never log the value, so nothing waits for the mask to be in place.
+    """
+    global _mask_thread
+    if not value or not isinstance(value, str):
+        return
+    key = hash(value)
+    if key in _masked:
+        return
+    _masked.add(key)
+    if _mask_thread is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _mask_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multimarkets-masker")
+    _mask_thread.submit(_mask_quietly, value)
+
+
+def _mask_quietly(value: str) -> None:
+    try:
+        mask_secret(value)
+    except Exception:  # pragma: no cover - a masker that fails must not end a subscription
+        import logging
+
+        logging.getLogger(__name__).warning("Could not register a msg token with Airflow's secret masker.")
 
 
 def default_deferrable() -> bool:

@@ -102,8 +102,12 @@ def sandbox_factory(key_pair: tuple[str, str]) -> Iterator[Any]:
 
     started: list[Any] = []
 
-    def make(config: Any = None, **kwargs: Any) -> Any:
-        sb = Sandbox(config or SandboxConfig(), private_key=key_pair[0], public_key=key_pair[1], **kwargs)
+    def make(config: Any = None, *, strict: bool = True, **kwargs: Any) -> Any:
+        """A sandbox; its message WebSocket in strict mode (only documented frames: no pong, no
+        subscribe_asset answer, every close 1000) unless ``strict=False``."""
+        config = config or SandboxConfig()
+        config.strict_frames = strict
+        sb = Sandbox(config, private_key=key_pair[0], public_key=key_pair[1], **kwargs)
         sb.start()
         started.append(sb)
         return sb

@@ -209,15 +209,15 @@ def _tracked(**kwargs: Any) -> MultiMarketsMarketOrderOperator:
 
 
 def test_refused_subscription_places_nothing(sandbox: Any, mm_conn: dict[str, Any]) -> None:
-    sandbox.state.faults.ws.refuse_subscribe = True
-    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*refused subscribe_asset"):
+    sandbox.state.faults.ws.refuse_login = True  # subscribe_fail: the documented refusal
+    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*refused the msg token"):
         _tracked().execute(_context(FakeTI()))
     assert sandbox.state.orders == []
 
 
 def test_no_acknowledgement_places_nothing_unless_opted_in(sandbox: Any, mm_conn: dict[str, Any]) -> None:
     sandbox.state.faults.ws.silent = True
-    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*did not acknowledge subscribe_asset"):
+    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*did not answer the login"):
         _tracked(ack_grace=0.5).execute(_context(FakeTI()))
     assert sandbox.state.orders == []
     result = _tracked(ack_grace=0.5, untracked_if_no_ack=True, window_seconds=2).execute(_context(FakeTI(run_id="r2")))

@@ -38,8 +38,8 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
     """Place one market order per task instance and, with ``track=True``, wait for its final status.
 
     Tracking follows the documented order flow: fetch a msg token, open the message WebSocket,
-    log in and subscribe to the order's ``tradeType``; only once the subscription is acknowledged
-    place the order, and match ``data.orderId`` with the ``orderId`` of the trade pushes.
+    log in and subscribe to the order's ``tradeType``; only once the login is answered
+    (``subscribe_success``) and ``subscribe_asset`` is sent (nothing waits for an answer to it) place the order, and match ``data.orderId`` with the ``orderId`` of the trade pushes.
 
     Exactly once: the order body gets ``thirdPartyOrder`` (``third_party_order``, by default derived
     from dag_id, run_id, task_id and map_index). A retry, or a clear, first looks the order up by it
@@ -53,7 +53,7 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         it has no documented order lookup, so a retry of it fails without placing).
     :param third_party_order: the client order id (templated; ``[A-Za-z0-9_]``, at most 255).
     :param track: subscribe before placing and wait for the final status (default ``True``).
-    :param untracked_if_no_ack: place even when the subscription is not acknowledged within
+    :param untracked_if_no_ack: place even when the login is not answered within
         ``ack_grace`` seconds (the fill is then looked up, not pushed). Default ``False``: no
         acknowledgement, no order.
     :param window_seconds: how long to wait for the final status.
@@ -326,9 +326,9 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
         )
         client = MultiMarketsMsgClient(
             spec,
-            on_subscribed=place_after_subscribed,
-            ack_grace=self.ack_grace,
-            callback_without_ack=self.untracked_if_no_ack,
+            on_ready=place_after_subscribed,
+            login_grace=self.ack_grace,
+            ready_without_login_answer=self.untracked_if_no_ack,
             log=self.log,
         )
 
