@@ -631,6 +631,15 @@ class RedisStore(_BucketStore):
     def _write_cache(self) -> None:
         if self.cache_path is None:
             return
+        cached = self._read_cache()  # another process of the host may have seen more hosts lately
+        at = cached.get("at")
+        if (
+            isinstance(cached.get("hosts"), int)
+            and isinstance(at, (int, float))
+            and time.time() - at < HOSTS_SEEN_SECONDS
+            and cached["hosts"] > (self.hosts_seen or 0)
+        ):
+            self.hosts_seen = cached["hosts"]
         try:
             write_atomic(
                 self.cache_path, json.dumps({"epoch": self.epoch, "hosts": self.hosts_seen, "at": time.time()})
@@ -862,9 +871,12 @@ class FallbackStore:
         return True
 
     def _fall_back(self, cause: str) -> HostStore:
-        hosts = self.hosts or self._hosts_seen
+        seen = [n for n in (self._hosts_seen, self.redis.hosts_seen if self.redis else None) if n]
         if self.redis is not None:
-            hosts = self.hosts or self.redis.hosts_seen
+            cached = self.redis._read_cache().get("hosts")  # what every process of this host saw last
+            if isinstance(cached, int) and cached > 0:
+                seen.append(cached)
+        hosts = self.hosts or (max(seen) if seen else None)
         self.share = host_share(self.limit, hosts)
         if self._fallback is None:
             self._fallback = self._fallback_factory(self.share)

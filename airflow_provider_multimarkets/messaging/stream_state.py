@@ -65,6 +65,10 @@ class StreamState:
     last_identity: str | None = None
     last_ms: int | None = None
     watchers: set[str] = field(default_factory=set)
+    #: counts the writes of the stream's state: the copy with the highest is the newest
+    version: int = 0
+    #: the holder stopped the stream in order: its lease is over at once
+    released: bool = False
     dedupe_seconds: float = DEFAULT_DEDUPE_SECONDS
     dedupe_max: int = DEFAULT_DEDUPE_MAX
 
@@ -102,7 +106,7 @@ class StreamState:
     # ---- the lease ----------------------------------------------------------------------------------
 
     def lease_live(self, now: float, lease: float) -> bool:
-        return self.renewed_at > 0 and now - self.renewed_at < lease
+        return not self.released and self.renewed_at > 0 and now - self.renewed_at < lease
 
     # ---- the document ----------------------------------------------------------------------------------
 
@@ -120,6 +124,8 @@ class StreamState:
             "acked": [[k, v] for k, v in self.acked.items()],
             "position": {"acked": self.acked_total, "last_identity": self.last_identity, "last_ms": self.last_ms},
             "watchers": sorted(self.watchers),
+            "version": self.version,
+            "released": self.released,
         }
 
     @classmethod
@@ -139,6 +145,8 @@ class StreamState:
                 last_identity=position.get("last_identity"),
                 last_ms=position.get("last_ms"),
                 watchers={str(w) for w in data.get("watchers") or ()},
+                version=int(data.get("version") or 0),
+                released=bool(data.get("released")),
             )
             for frame in data.get("pending") or ():
                 if isinstance(frame, dict):
@@ -151,14 +159,18 @@ class StreamState:
 
 
 def newest(documents: Iterable[Any]) -> list[dict[str, Any]]:
-    """The stream documents read from the watchers' assets, one per stream (the most recently
-    renewed copy of each), most recently renewed first."""
+    """The stream documents read from the watchers' assets, one per stream (the newest copy of
+    each: the highest ``version``), the most recently renewed stream first."""
+
+    def order(doc: dict[str, Any]) -> tuple[int, float]:
+        return int(doc.get("version") or 0), float(doc.get("renewed_at") or 0)
+
     best: dict[str, dict[str, Any]] = {}
     for doc in documents:
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or not doc.get("sid"):
             continue
         sid = str(doc["sid"])
-        if sid not in best or float(doc.get("renewed_at") or 0) > float(best[sid].get("renewed_at") or 0):
+        if sid not in best or order(doc) > order(best[sid]):
             best[sid] = doc
     return sorted(best.values(), key=lambda d: float(d.get("renewed_at") or 0), reverse=True)
 

@@ -80,6 +80,8 @@ MAX_TOKEN_REFUSALS = 3
 MAX_OUTAGE_BACKOFF = 300.0
 #: the key of a watcher's stream document in the asset state store (with the stream's key appended)
 STATE_KEY_PREFIX = "multimarkets.stream."
+#: every watched asset gets a copy of the stream's state at least this often (the first watcher's each write)
+MIRROR_SECONDS = 60.0
 
 
 async def _sleep(seconds: float) -> None:
@@ -566,6 +568,12 @@ class _Group:
     def accessors(self) -> list[Any]:
         return [a for w in self.watchers.values() for a in w.accessors]
 
+    def primary(self) -> list[Any]:
+        """The assets of the stream's first watcher (by watcher id): where every write goes."""
+        if not self.watchers:
+            return []
+        return min(self.watchers.values(), key=lambda w: w.watcher_id).accessors[:1]
+
     def watcher_ids(self) -> set[str]:
         return {w.watcher_id for w in self.watchers.values()}
 
@@ -652,6 +660,7 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
         self._write_lock: asyncio.Lock | None = None
         self._write_errors = 0
         self._last_accessors: list[Any] = []
+        self._mirrored_at = 0.0
         self.replayed = 0
         self.tokens_fetched = 0
 
@@ -670,8 +679,11 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
 
         return list(await asyncio.gather(*(read(a) for a in accessors)))
 
-    async def write(self) -> None:
-        """Write the stream's state (and renew the lease) to the state store of every watched asset."""
+    async def write(self, *, everywhere: bool = False) -> None:
+        """Write the stream's state (and renew the lease): to the state store of the stream's first
+        watcher's asset each time (one call of the triggerer to the API server), and to every watched
+        asset when ``everywhere`` (a new or resumed stream, a new token) and at least every
+        ``MIRROR_SECONDS``, so that any of them holds a copy when the watchers move."""
         state = self.state
         if state is None:
             return
@@ -679,10 +691,15 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
             self._write_lock = asyncio.Lock()
         async with self._write_lock:
             state.renewed_at = time.time()
+            state.version += 1
             state.watchers = self.group.watcher_ids() or state.watchers
             doc = state.to_json(_protect(state.token))
-            accessors = self.group.accessors() or self._last_accessors
-            self._last_accessors = accessors
+            if everywhere or time.monotonic() - self._mirrored_at >= MIRROR_SECONDS:
+                accessors = self.group.accessors() or self._last_accessors
+                self._last_accessors = accessors
+                self._mirrored_at = time.monotonic()
+            else:
+                accessors = self.group.primary() or self._last_accessors[:1]
             results = await asyncio.gather(*(a.aset(self.state_key, doc) for a in accessors), return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
@@ -699,7 +716,7 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
 
     async def _renew_lease(self) -> None:
         while True:
-            await asyncio.sleep(max(self.lease / 4, 0.5))
+            await asyncio.sleep(max(self.lease / 3, 1.0))
             await self.write()
 
     # ---- which stream -------------------------------------------------------------------------------
@@ -753,8 +770,11 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
                 deadline = time.monotonic() + self.lease
                 while time.monotonic() < deadline:  # a dead holder stops renewing; a live one renews
                     await asyncio.sleep(min(2.0, max(self.lease / 8, 0.1)))
+                    # the holder renews in the first watcher's asset (the same watchers: the same first one)
                     fresh = [
-                        d for d in newest(await self._read_docs(self.group.accessors())) if d.get("sid") == state.sid
+                        d
+                        for d in newest(await self._read_docs(self.group.primary() or self.group.accessors()))
+                        if d.get("sid") == state.sid
                     ]
                     if fresh and float(fresh[0].get("renewed_at") or 0) > renewed:
                         break
@@ -771,6 +791,7 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
                     continue
             previous = state.holder
             state.holder = self.holder
+            state.released = False
             state.dedupe_seconds = self.dedupe_seconds
             self.log.info(
                 "MultiMarkets push stream: resuming stream %s (same token; held before by %s): %d push(es) not "
@@ -827,7 +848,7 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
         docs = await self._wait_for_watchers()
         self.state = await self._take_over(docs) or await self._new_stream()
         state = self.state
-        await self.write()
+        await self.write(everywhere=True)
         self._renewer = asyncio.create_task(self._renew_lease(), name=f"multimarkets-stream-lease[{state.sid}]")
         for identity, frame in list(state.pending.items()):  # received, not confirmed stored: handed out again
             self.replayed += 1
@@ -888,7 +909,7 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
                 state.token, state.fetched_at = await fetch_token(self.conn_id, self.log), time.time()
                 self.tokens_fetched += 1
                 fetched_at = time.monotonic()
-                await self.write()
+                await self.write(everywhere=True)
                 continue
             outages += 1
             await _outage(self.log, outages, self.reconnect_backoff, message or str(error_type), started)
@@ -928,9 +949,10 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
             await client.close()
         if self.state is not None:  # a stream stopped in order: its lease is released at once
             try:
-                self.state.renewed_at = 0.0
+                self.state.released = True
+                self.state.version += 1
                 doc = self.state.to_json(_protect(self.state.token))
-                accessors = self.group.accessors() or self._last_accessors
+                accessors = self.group.primary() or self._last_accessors[:1]
                 await asyncio.gather(*(a.aset(self.state_key, doc) for a in accessors), return_exceptions=True)
             except Exception as exc:  # best effort: the lease then simply expires
                 self.log.debug("MultiMarkets push stream: lease not released (%s).", exc)
