@@ -26,9 +26,15 @@ __all__ = [
     "airflow_version",
     "amask_secret",
     "default_deferrable",
+    "mask_msg_token",
     "mask_secret",
     "mask_secret_in_background",
 ]
+
+#: the shape of a msg token: ``getMsgPushToken`` returns a UUID followed by ``push``; the docs'
+#: socket examples show a UUID followed by ``app``
+MSG_TOKEN_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?:push|app)"  # noqa: S105 - a shape, not a secret
+_token_pattern_installed = False
 
 _masked: set[int] = set()
 _mask_thread: Any = None
@@ -83,6 +89,47 @@ def mask_secret_in_background(value: Any) -> None:
 
         _mask_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="multimarkets-masker")
     _mask_thread.submit(_mask_quietly, value)
+
+
+def mask_msg_token(token: Any) -> None:
+    """Mask a msg token in this process's logs without a cost that grows with every token.
+
+    A token of the documented shape (:data:`MSG_TOKEN_PATTERN`) is covered by one pattern that
+    matches every token of that shape, added to Airflow's masker once per process: the masker then
+    recompiles once, not once per subscription (in Airflow 3.3.2, 500 tokens added one by one cost
+    about 30 s and stalled the event loop for up to a second each time). Any other token is added
+    as itself, once, on the masking thread (:func:`mask_secret_in_background`).
+    """
+    import re
+
+    if not token or not isinstance(token, str):
+        return
+    if re.fullmatch(MSG_TOKEN_PATTERN, token) and _install_token_pattern():
+        return
+    mask_secret_in_background(token)
+
+
+def _install_token_pattern() -> bool:
+    """Add :data:`MSG_TOKEN_PATTERN` to Airflow's masker (once); ``False`` when this Airflow's masker
+    does not take patterns this way (then tokens are masked one by one)."""
+    global _token_pattern_installed
+    if _token_pattern_installed:
+        return True
+    import re
+
+    factory = _masker_function("_secrets_masker")
+    try:
+        masker = factory() if factory is not None else None
+        patterns = getattr(masker, "patterns", None)
+        if masker is None or not isinstance(patterns, set):
+            return False
+        if MSG_TOKEN_PATTERN not in patterns:
+            patterns.add(MSG_TOKEN_PATTERN)
+            masker.replacer = re.compile("|".join(patterns))
+    except Exception:  # pragma: no cover - a masker of another shape: tokens one by one
+        return False
+    _token_pattern_installed = True
+    return True
 
 
 def _mask_quietly(value: str) -> None:

@@ -5,12 +5,14 @@ The Airflow environment is set before anything imports Airflow.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,22 @@ def key_pair() -> tuple[str, str]:
 @pytest.fixture(autouse=True)
 def _quiet_sandbox_log() -> None:
     logging.getLogger("multimarkets.sandbox").setLevel(logging.WARNING)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_socket_caches() -> Iterator[None]:
+    """Each test looks its connection and proxy up again (a process reuses them for a while)."""
+    from airflow_provider_multimarkets.messaging import client
+
+    client._SETTINGS.clear()
+    try:
+        from airflow_provider_multimarkets.messaging import ws
+    except ImportError:  # pragma: no cover
+        ws = None
+    if ws is not None:
+        ws._proxies.clear()
+    yield
+    client._SETTINGS.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -205,3 +223,40 @@ def run_subscription(*, window: float = 20.0, backoff: float = 0.05, **kwargs: A
     kwargs.setdefault("deadline", time.time() + window)
     kwargs.setdefault("reconnect_backoff", backoff)
     return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))
+
+
+class FakeClock:
+    """The client's wall clock, moved on by its waits between connections: a backoff of ``s``
+    seconds advances ``time.time()`` by ``s`` at once (and yields to the loop), so windows and
+    backoffs pass in order whatever the machine's load, and no outcome depends on real timing.
+    ``time.monotonic()`` (pings, idle) stays real."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.sleeps: list[float] = []
+        clock = self
+
+        class Time:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(time, name)
+
+            def time(self) -> float:
+                return time.time() + clock.offset
+
+        async def pause(seconds: float) -> None:
+            clock.sleeps.append(seconds)
+            clock.offset += max(seconds, 0.0)
+            await asyncio.sleep(0)
+
+        self.time, self.pause = Time(), pause
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The subscription client on a :class:`FakeClock` (give it a deadline from ``fake_clock.time``)."""
+    from airflow_provider_multimarkets.messaging import client
+
+    clock = FakeClock()
+    monkeypatch.setattr(client, "time", clock.time)
+    monkeypatch.setattr(client, "_pause", clock.pause)
+    return clock

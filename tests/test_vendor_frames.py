@@ -235,14 +235,17 @@ def test_sandbox_sends_every_vendor_frame_kind(sandbox_factory: Any, monkeypatch
     thread = threading.Thread(target=lambda: result.update(asyncio.run(_first_event(trigger))))
     thread.start()
     try:
-        deadline = time.time() + 10
-        while not sb.app.logged_in and time.time() < deadline:
-            time.sleep(0.05)
-        assert sb.app.logged_in, "the trigger never logged in"
-        time.sleep(0.3)
+        deadline = time.monotonic() + 60  # events, not fixed sleeps: logged in and subscribed to both types
+
+        def wait_for(check: Any) -> None:
+            while not check() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert check(), "the trigger never got there"
+
+        wait_for(lambda: sb.app.logged_in and any(s.trade_types >= {"1", "2"} for s in sb.state.streams.values()))
         assert _admin(sb, "/_sandbox/ws/send", {"kind": "notice", "updateType": 1, "tradeType": "2"})["sent"] == 1
         assert _admin(sb, "/_sandbox/ws/send", {"kind": "pnl"})["sent"] == 2
-        time.sleep(0.5)
+        wait_for(lambda: sum(s.pushed for s in sb.state.streams.values()) >= 1)  # the notice is on the wire
         assert _admin(sb, "/_sandbox/ws/send", {"kind": "disconnect"})["sent"] == 1
     finally:
         thread.join(30)
@@ -366,3 +369,37 @@ def test_the_log_keeps_integers_beyond_64_bits_exactly(use_ws: Any, tmp_path: Pa
     event, lines, _ = play(use_ws, tmp_path, [big, push(2)], max_messages=2)
     assert event["summary"]["messages"] == 2
     assert "123456789012345678901234567890" in lines[0]  # the text as received, whatever the parser
+
+
+def test_the_strict_sandbox_sends_only_documented_frames(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strict mode: login answered (subscribe_success), then nothing but pushes: no pong, no answer to
+    subscribe_asset or logout, and the close after logout has code 1000."""
+    from websockets.sync.client import connect
+
+    from airflow_provider_multimarkets.messaging.frames import build_frame
+
+    sb = sandbox_factory(SandboxConfig())  # strict by default in the test suite
+    set_connection(monkeypatch, sb.connection(retry_backoff=0.01))
+    token = MultiMarketsHook().get_msg_token()
+    received: list[str] = []
+    with connect(sb.ws_url.replace("{appId}", "439"), proxy=None) as ws:
+        for i, (kind, data) in enumerate(
+            [("login", None), ("subscribe_asset", {"tradeTypes": "2"}), ("ping", None), ("ping", None)], 1
+        ):
+            ws.send(build_frame(kind, token, i, data=data))
+        received.append(str(ws.recv(timeout=30)))  # subscribe_success
+        deadline = time.monotonic() + 30
+        while not any("2" in s.trade_types for s in sb.state.streams.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # an event: the subscription is in place
+        while sb.app.ws_stats["pings"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # both pings read (and, strict, not answered)
+        sb.state.publish(439, "2", "trade", {"bizType": "POSITION_OPEN", "paramMap": {"orderId": "1"}})
+        received.append(str(ws.recv(timeout=30)))  # the push, and nothing before it
+        ws.send(build_frame("logout", token, 5))
+        try:
+            while True:
+                received.append(str(ws.recv(timeout=10)))
+        except Exception as exc:  # ConnectionClosedOK: the server closed after logout
+            code = getattr(getattr(exc, "rcvd", None), "code", None)
+    codes = [json.loads(text).get("msgCode") for text in received]
+    assert codes == ["subscribe_success", "trade"] and code == 1000

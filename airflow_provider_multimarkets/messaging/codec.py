@@ -106,10 +106,10 @@ def decode_frame(raw: str | bytes) -> str | None:
 
 #: the deepest nesting of objects and arrays a frame may have (a push is four levels deep): both
 #: parsers, and everything that walks a parsed frame, stay far from the interpreter's stack limit
-MAX_DEPTH = 256
+MAX_FRAME_DEPTH = 256
 
 
-def too_deep(data: str | bytes, limit: int = MAX_DEPTH) -> bool:
+def too_deep(data: str | bytes, limit: int = MAX_FRAME_DEPTH) -> bool:
     """Whether the JSON text nests objects and arrays more than ``limit`` levels deep.
 
     Almost every frame has fewer brackets than ``limit`` in all (two C-level counts decide);

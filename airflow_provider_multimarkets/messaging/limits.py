@@ -12,7 +12,8 @@ Each bound, and what happens when it is hit:
   server that floods pings and never reads cannot grow the buffer of answers; after
   :data:`STALL_SECONDS` so, the connection is ended (a counted reconnect).
 * :data:`CLOSE_TIMEOUT` for the closing handshake; :data:`DRAIN_SECONDS` of reading after
-  ``logout`` for what the server still delivers before it closes.
+  ``logout`` for what the server still delivers before it closes (a server that has not closed
+  by then is cut off: a window ends at most that much late).
 """
 
 WRITE_LIMIT = 64 * 1024

@@ -58,7 +58,7 @@ class PushLogError(Exception):
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
     """One line of a push log as a push, or ``None`` when it is not a JSON object (unreadable), or
-    nests deeper than :data:`~..messaging.codec.MAX_DEPTH` (a frame the client would have skipped)."""
+    nests deeper than :data:`~..messaging.codec.MAX_FRAME_DEPTH` (a frame the client would have skipped)."""
     if too_deep(line):
         return None
     try:
