@@ -9,7 +9,7 @@ COMPAT_VERSIONS ?= 2.11.2 3.0.6
 
 DEPLOY_STAMP := $(VENV)/.installed-deploy-$(AIRFLOW_VERSION)
 
-.PHONY: venv test lint typecheck unit demo bench clean test-compat test-deploy redis-server chromium
+.PHONY: venv test lint typecheck unit demo bench clean test-compat test-deploy redis-server chromium postgresql
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,10 +60,21 @@ chromium:
 # CeleryExecutor with Redis and two workers) driven through its REST API; see deploy/harness.py.
 # celery 5.7 removed celery.backends.database.retry, which the Celery provider (3.26) still imports.
 $(DEPLOY_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-celery>=3.12" "celery[redis]>=5.5,<5.7" "playwright>=1.40"
+	$(BIN)/python -m pip install -q "apache-airflow==$(AIRFLOW_VERSION)" "apache-airflow-providers-celery>=3.12" "celery[redis]>=5.5,<5.7" "playwright>=1.40" "psycopg2-binary>=2.9" "asyncpg>=0.30"
 	touch $(DEPLOY_STAMP)
 
-test-deploy: $(DEPLOY_STAMP) redis-server chromium
+# Debian's postgresql: the high-availability scenarios run Airflow on a PostgreSQL cluster of their own
+# (deploy/harness.py starts it with initdb/pg_ctl, as the postgres user when run as root).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's postgresql"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "postgresql is missing and cannot be installed here: run 'sudo apt-get install postgresql'"; exit 1; \
+	  fi; }
+
+test-deploy: $(DEPLOY_STAMP) redis-server chromium postgresql
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3000 deploy; rc=$$?; \
 	echo "== make test-deploy: wall time $$(( $$(date +%s) - start )) s"; exit $$rc

@@ -21,9 +21,14 @@ except ImportError:  # pragma: no cover - Airflow 2.x, or no Airflow at all (pur
 
 
 class MultiMarketsError(AirflowException):
-    """Base class of every error raised by this provider."""
+    """Base class of every error raised by this provider.
+
+    ``call_sent`` is ``False`` when the provider refused to send the call (the shared call budget
+    or ban breaker): the gateway never saw it. ``None`` when the error does not say.
+    """
 
     http_status: int | None = None
+    call_sent: bool | None = None
 
 
 class MultiMarketsConfigError(MultiMarketsError, ValueError):
@@ -93,9 +98,21 @@ class MultiMarketsBannedError(MultiMarketsHTTPError):
 class MultiMarketsBudgetError(MultiMarketsError):
     """The shared call budget's store (Redis, or the host directory) cannot be used; no call was sent."""
 
+    call_sent = False
+
     def __init__(self, message: str, *, cause: str = "") -> None:
         super().__init__(message)
         self.cause = cause
+
+
+class MultiMarketsBudgetWaitError(MultiMarketsBudgetError):
+    """The apiKey's shared call budget had no free call within ``rate_limit_max_wait``: no call was
+    sent, and the gateway answered nothing (no HTTP status). ``retry_after``: seconds until a call
+    frees up."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message, cause="budget wait")
+        self.retry_after = retry_after
 
 
 class MultiMarketsOrderError(MultiMarketsError):

@@ -9,6 +9,12 @@ bounded, and ``stop()`` ends every process group by PID (SIGTERM, then SIGKILL).
 ``SandboxProcess`` runs ``multimarkets-sandbox`` as its own process and reads its counters over
 HTTP. ``Deployment.kill()`` / ``start_component()`` / ``task_pid()`` are the kill-test helpers:
 SIGKILL a component (its whole group, or its main process only) or a task's own process.
+
+``PostgresCluster`` runs the metadata DB on PostgreSQL instead (Debian's ``initdb``/``pg_ctl``, a
+cluster of its own on a free port, as the ``postgres`` user when this runs as root);
+``Deployment(triggerers=2, triggerer_env=[...])`` runs two triggerers standing for two hosts
+(their own state dirs); ``RedisServer`` is a Redis that a scenario kills and starts again, empty
+or with its data (AOF); ``Deployment.create_connection`` creates connections through the REST API.
 """
 
 from __future__ import annotations
@@ -80,9 +86,12 @@ class Component:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    #: SIGKILLed on purpose by a scenario (``Deployment.kill``): not a component that died
+    killed: bool = False
 
     def start(self) -> None:
         self.starts += 1
+        self.killed = False
         handle = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         handle.write(f"\n==== start {self.starts} at {time.strftime('%H:%M:%S')}: {' '.join(self.argv)}\n".encode())
         handle.flush()
@@ -189,6 +198,13 @@ class Deployment:
     worker_env: list[dict[str, str]] = field(default_factory=list)
     components: dict[str, Component] = field(default_factory=dict)
     redis_port: int | None = None
+    #: a SQLAlchemy URL of the metadata DB (e.g. ``PostgresCluster.url``); default SQLite in ``home``
+    sql_alchemy_conn: str | None = None
+    #: triggerers to run; the second and later are ``triggerer-2`` ..., each with its ``triggerer_env``
+    triggerers: int = 1
+    triggerer_env: list[dict[str, str]] = field(default_factory=list)
+    #: start the triggerers after the first with ``start_component`` (not in ``start()``)
+    defer_triggerers: bool = False
     _token: str | None = None
 
     def __post_init__(self) -> None:
@@ -207,7 +223,7 @@ class Deployment:
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home}/airflow.db",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.sql_alchemy_conn or f"sqlite:///{self.home}/airflow.db",
                 "AIRFLOW__API_AUTH__JWT_SECRET": "deploy-test-jwt-secret-0123456789abcdef",
                 "AIRFLOW__API__SECRET_KEY": "deploy-test-secret-key",
                 "AIRFLOW__API__MAXIMUM_PAGE_LIMIT": "1000",
@@ -274,7 +290,14 @@ class Deployment:
         ).start()
         self._component("scheduler", [airflow, "scheduler"]).start()
         self._component("dag-processor", [airflow, "dag-processor"]).start()
-        self._component("triggerer", [airflow, "triggerer"]).start()
+        for index in range(self.triggerers):
+            name = "triggerer" if index == 0 else f"triggerer-{index + 1}"
+            env = dict(self.env)
+            if index < len(self.triggerer_env):
+                env.update(self.triggerer_env[index])
+            triggerer = self._component(name, [airflow, "triggerer"], env)
+            if index == 0 or not self.defer_triggerers:
+                triggerer.start()
         if self.executor == "CeleryExecutor":
             for index in range(self.celery_workers):
                 env = dict(self.env)
@@ -303,7 +326,7 @@ class Deployment:
             self.components[name].stop()
 
     def check_alive(self) -> None:
-        dead = [name for name, c in self.components.items() if not c.alive()]
+        dead = [name for name, c in self.components.items() if c.proc is not None and not c.killed and not c.alive()]
         if dead:
             raise RuntimeError("components died: " + "; ".join(f"{n}:\n{self.components[n].tail()}" for n in dead))
 
@@ -312,6 +335,7 @@ class Deployment:
     def kill(self, name: str, *, whole_group: bool = True, sig: int = signal.SIGKILL) -> None:
         """SIGKILL a component: its whole process group (with its children), or its main process only."""
         component = self.components[name]
+        component.killed = True
         if whole_group:
             component.signal_group(sig)
         else:
@@ -351,6 +375,25 @@ class Deployment:
 
     def patch(self, path: str, body: Any) -> Any:
         return http_json("PATCH", self.api + path, body, headers=self._auth())
+
+    def create_connection(self, conn_id: str, conn: dict[str, Any]) -> None:
+        """Create (or replace) an Airflow connection through the REST API, as a user of the UI would."""
+        body = {
+            "connection_id": conn_id,
+            "conn_type": conn.get("conn_type", "multimarkets"),
+            "host": conn.get("host"),
+            "login": conn.get("login"),
+            "password": conn.get("password"),
+            "port": conn.get("port"),
+            "schema": conn.get("schema"),
+            "extra": json.dumps(conn.get("extra") or {}),
+        }
+        try:
+            http_json("DELETE", f"{self.api}/api/v2/connections/{q(conn_id)}", headers=self._auth())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        self.post("/api/v2/connections", body)
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
         def parsed() -> bool:
@@ -445,3 +488,145 @@ def peak_in_window(times: list[float], window: float = 60.0) -> int:
             j += 1
         best = max(best, j - i)
     return best
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: as root, run its tools as the ``postgres`` user."""
+    if os.geteuid() != 0:
+        return argv
+    return ["runuser", "-u", "postgres", "--", *argv]
+
+
+def _postgres_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for version in sorted(Path("/usr/lib/postgresql").glob("*"), reverse=True):
+        candidate = version / "bin" / name
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError(f"PostgreSQL's {name} is missing: `make test-deploy` installs Debian's postgresql package")
+
+
+class PostgresCluster:
+    """A PostgreSQL cluster of its own (``initdb`` into ``directory``, ``pg_ctl`` on a free loopback port).
+
+    Trust authentication on 127.0.0.1 only; fsync off (a test DB). ``url`` is the SQLAlchemy URL of
+    its ``airflow`` database (psycopg2). ``stop()`` ends it (``pg_ctl stop -m immediate``, then by PID).
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        import tempfile
+
+        # its own directory, which the postgres user can reach (a test's work dir is private to root)
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="mm-deploy-postgres-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self.log_path = self.directory / "postgres.log"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/airflow"
+
+    def start(self) -> PostgresCluster:
+        started = time.monotonic()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres", "postgres")
+        subprocess.run(
+            _as_postgres_user(
+                [_postgres_bin("initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        options = (
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        )
+        subprocess.run(
+            _as_postgres_user(
+                [
+                    _postgres_bin("pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(self.log_path),
+                    "-o",
+                    options,
+                    "-w",
+                    "-t",
+                    "120",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
+        subprocess.run(
+            _as_postgres_user(
+                [_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "airflow"]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        log(f"PostgreSQL on 127.0.0.1:{self.port} in {time.monotonic() - started:.1f} s ({self.data})")
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres_user([_postgres_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
+        pid_file = self.data / "postmaster.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+            except (OSError, ValueError, IndexError):
+                pass
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class RedisServer:
+    """A Redis a scenario kills and starts again on the same port: empty (no persistence), or with
+    its data (``persistent``: an append-only file in ``directory``, fsync on every write)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.persistent = False
+
+    def start(self, *, persistent: bool | None = None) -> RedisServer:
+        if persistent is not None:
+            self.persistent = persistent
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise RuntimeError("redis-server is missing: the Makefile installs Debian's redis-server package")
+        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory), "--save", ""]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+        def pong() -> bool:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+
+        wait_until(f"redis-server on port {self.port}", pong, 30, every=0.05)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: what it held in memory only is gone."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            self.proc = None
+
+    def wipe(self) -> None:
+        """Forget what it persisted (a Redis that restarts empty)."""
+        for path in self.directory.glob("appendonly*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+    def stop(self) -> None:
+        self.kill()

@@ -1,20 +1,19 @@
 """One call budget per apiKey in a real deployment: 300 mapped calls at 16 parallel task processes
-stay under the gateway's 100 calls/minute (LocalExecutor with the host store; CeleryExecutor with
-two workers standing for two hosts, coordinated only by Redis), and a ban seen by one task stops
-every task until it ends."""
+stay under the gateway's 100 calls/minute (LocalExecutor with the host store; the CeleryExecutor
+case, two workers coordinated only by Redis, runs on PostgreSQL in ``deploy/test_ha.py``), and a ban
+seen by one task stops every task until it ends."""
 
 from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Sandboxes, record
+from conftest import record
 
 from airflow_provider_multimarkets.api.budget import SAFETY_MARGIN_SECONDS
-from deploy.harness import Deployment, SandboxProcess, log, peak_in_window
+from deploy.harness import Deployment, SandboxProcess, peak_in_window
 
 DAG = "mm_deploy_fanout"
 FIND = "customer.app.CustomerWebApiService.findCustomerInfo"
@@ -163,41 +162,4 @@ def test_a_ban_longer_than_the_max_wait_fails_tasks_with_its_end_time(
     assert len(messages) >= 19 and "No call was sent" in "".join(logs)
 
 
-def test_celery_two_workers_coordinated_only_by_redis(workdir: Path, sandboxes: Sandboxes) -> None:
-    sandbox = sandboxes.start("celery")
-    deployment = Deployment(workdir / "celery", executor="CeleryExecutor", celery_workers=2, worker_concurrency=8)
-    assert deployment.redis_port is not None
-    deployment.env["AIRFLOW_CONN_MM_REDIS"] = f"redis://127.0.0.1:{deployment.redis_port}/2"
-    deployment.env["AIRFLOW_CONN_MULTIMARKETS_DEFAULT"] = sandbox.conn_json(rate_limit_redis_conn_id="mm_redis")
-    try:
-        deployment.start()
-        deployment.wait_for_dag(DAG)
-        run_id, took, state = _fanout(deployment, "multimarkets_default", CALLS, 1500)
-        calls = sandbox.calls()
-        statuses = _statuses(calls)
-        peak = peak_in_window([c["t"] for c in calls])
-        per_worker = {
-            name: deployment.components[name].log_path.read_text(errors="replace").count("execute_workload")
-            for name in ("worker-1", "worker-2")
-        }
-        host_dirs = {p.name: sorted(q.name for q in p.iterdir()) for p in (workdir / "celery").glob("budget-host-*")}
-        record(
-            {
-                "scenario": "CeleryExecutor + Redis, 2 workers x 8 (own host stores), shared budget in Redis",
-                "wall_s": round(took, 1),
-                "floor_s": FLOOR,
-                "sandbox_statuses": statuses,
-                "tasks": deployment.states(DAG, run_id, "call"),
-                "peak_calls_in_60s": peak,
-                "workload_lines_per_worker": per_worker,
-                "host_store_files": host_dirs,
-            }
-        )
-        assert state == "success" and deployment.states(DAG, run_id, "call") == {"success": CALLS}
-        assert statuses == {200: CALLS}
-        assert peak <= LIMIT
-        assert all(count > 0 for count in per_worker.values()), per_worker  # both "hosts" took tasks
-        assert all(not files for files in host_dirs.values()), host_dirs  # Redis, not the host files, coordinated
-    finally:
-        log("stopping the Celery deployment")
-        deployment.stop()
+# The CeleryExecutor case (two workers, one Redis budget) runs on PostgreSQL in deploy/test_ha.py.

@@ -62,6 +62,7 @@ KNOWN_EXTRAS = frozenset(
         "rate_limit_redis_conn_id",
         "rate_limit_max_wait",
         "rate_limit_fallback",
+        "rate_limit_hosts",
         "ban_seconds",
         "msg_ws_url",
         "msg_ws_compression",
@@ -101,6 +102,8 @@ class ConnectionSettings:
     rate_limit_redis_conn_id: str | None = None
     rate_limit_max_wait: float = DEFAULT_RATE_LIMIT_MAX_WAIT
     rate_limit_fallback: str = "fail"
+    #: hosts that share the apiKey; a host that falls back from Redis uses 1/hosts of the budget
+    rate_limit_hosts: int | None = None
     ban_seconds: float = DEFAULT_BAN_SECONDS
     msg_ws_url: str | None = None
     #: per-message deflate on the message WebSocket: "none" (default) or "deflate"
@@ -454,6 +457,7 @@ def settings_from_connection(
         rate_limit_redis_conn_id=redis_conn_id,
         rate_limit_max_wait=_as_float(extra, "rate_limit_max_wait", DEFAULT_RATE_LIMIT_MAX_WAIT, 0.0),
         rate_limit_fallback=_choice(extra, "rate_limit_fallback", RATE_LIMIT_FALLBACKS, "fail"),
+        rate_limit_hosts=_as_int(extra, "rate_limit_hosts", 0, 1, " of hosts", maximum=10_000) or None,
         ban_seconds=_as_float(extra, "ban_seconds", DEFAULT_BAN_SECONDS, 1.0),
         msg_ws_url=ws_url,
         msg_ws_compression=_choice(extra, "msg_ws_compression", MSG_WS_COMPRESSIONS, "none"),

@@ -191,26 +191,59 @@ class MultiMarketsHook(BaseHook):
         )
 
     def _budget_store(self, window: float) -> BudgetStore:
-        from airflow_provider_multimarkets.api.budget import HostStore, ProcessStore, RedisStore, default_budget_dir
-        from airflow_provider_multimarkets.exceptions import MultiMarketsBudgetError
+        from airflow_provider_multimarkets.api.budget import (
+            FallbackStore,
+            HostStore,
+            ProcessStore,
+            RedisStore,
+            default_budget_dir,
+            host_id,
+            key_id,
+            kubernetes_warning,
+        )
 
         settings = self.settings
         limit = settings.rate_limit_per_minute
+        directory = settings.rate_limit_dir or default_budget_dir()
+        max_wait = settings.rate_limit_max_wait
         if settings.rate_limit_store == "process":
             return ProcessStore(limit, window)
-        if settings.rate_limit_store == "redis":
-            try:
-                client, where = self._redis_client()
-                return RedisStore(client, settings.api_key, limit, window, description=where)
-            except MultiMarketsBudgetError as exc:
-                if settings.rate_limit_fallback != "host":
-                    raise
-                self.log.warning(
-                    "The shared call budget in Redis is unreachable (%s). Falling back to the per-host budget "
-                    "(rate_limit_fallback: host): until Redis is back, calls are coordinated on this host only.",
-                    exc.cause,
-                )
-        return HostStore(settings.rate_limit_dir or default_budget_dir(), settings.api_key, limit, window)
+        if settings.rate_limit_store != "redis":
+            warning = kubernetes_warning()
+            if warning:
+                self.log.warning("%s", warning)
+            return HostStore(directory, settings.api_key, limit, window, lock_timeout=max_wait)
+
+        def connect() -> RedisStore:
+            client, where = self._redis_client()
+            return RedisStore(
+                client,
+                settings.api_key,
+                limit,
+                window,
+                description=where,
+                cache_dir=_cache_dir(directory),
+                host=host_id(directory),
+                log=self.log.warning,
+            )
+
+        if settings.rate_limit_fallback != "host":
+            return connect()
+        return FallbackStore(
+            connect,
+            lambda share: HostStore(
+                directory,
+                settings.api_key,
+                share,
+                window,
+                lock_timeout=max_wait,
+                name=f"{key_id(settings.api_key)}.fallback",
+            ),
+            limit=limit,
+            hosts=settings.rate_limit_hosts,
+            description=f"Redis, connection {settings.rate_limit_redis_conn_id!r}",
+            log=self.log.warning,
+        )
 
     def _connection(self, conn_id: str, missing: str) -> Any:
         """An Airflow connection; a missing one is a config error with the ``missing`` text."""
@@ -224,36 +257,40 @@ class MultiMarketsHook(BaseHook):
             raise MultiMarketsConfigError(missing) from None
 
     def _redis_client(self) -> tuple[Any, str]:
-        """A Redis client from the Airflow connection named by ``rate_limit_redis_conn_id``."""
+        """A Redis client from the Airflow connection named by ``rate_limit_redis_conn_id``, built by
+        the Redis provider's ``RedisHook`` (its connection form, auth and TLS options), with bounded
+        socket timeouts and a short retry, so that an unreachable Redis is an error within seconds."""
         conn_id = str(self.settings.rate_limit_redis_conn_id)
         try:
-            import redis
+            from airflow.providers.redis.hooks.redis import RedisHook
+            from redis.backoff import ExponentialBackoff
+            from redis.retry import Retry
         except ImportError:
             raise MultiMarketsConfigError(
-                "The extra 'rate_limit_redis_conn_id' needs the redis client: pip install "
-                "'airflow-provider-multimarkets[redis]'."
+                "The extra 'rate_limit_redis_conn_id' needs the Redis provider: pip install "
+                "'airflow-provider-multimarkets[redis]' (apache-airflow-providers-redis)."
             ) from None
         conn = self._connection(
             conn_id,
             f"MultiMarkets connection field 'rate_limit_redis_conn_id' names {conn_id!r}, which is not an "
             f"Airflow connection. Create it (type 'redis', host and port of a Redis server every worker "
-            f"reaches), e.g. AIRFLOW_CONN_{conn_id.upper()}='redis://redis-host:6379/0'.",
+            f"reaches), e.g. AIRFLOW_CONN_{conn_id.upper()}='redis://redis-host:6379?db=0'.",
         )
-        extra = conn.extra_dejson if conn.extra else {}
         if conn.password:
             mask_secret(conn.password)
-        host, port = conn.host or "127.0.0.1", int(conn.port or 6379)
-        db = int(extra.get("db", conn.schema or 0) or 0)
-        client = redis.Redis(
-            host=host,
-            port=port,
-            db=db,
-            username=conn.login or None,
-            password=conn.password or None,
-            ssl=bool(extra.get("ssl", False)),
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-        )
+        from airflow_provider_multimarkets.api.budget import REDIS_SOCKET_TIMEOUT
+
+        try:
+            client = RedisHook(redis_conn_id=conn_id).get_conn()
+        except ValueError as exc:
+            raise MultiMarketsConfigError(f"The Redis connection {conn_id!r} is not usable: {exc}") from None
+        kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+        if isinstance(kwargs, dict):  # before any connection is made: every connection gets them
+            kwargs.update(socket_timeout=REDIS_SOCKET_TIMEOUT, socket_connect_timeout=REDIS_SOCKET_TIMEOUT)
+        # a Redis restarting (refused for a moment) is retried for about a second, no longer
+        client.set_retry(Retry(ExponentialBackoff(cap=0.5, base=0.1), 3))
+        host, port = conn.host or "localhost", conn.port or 6379
+        db = (conn.extra_dejson if conn.extra else {}).get("db") or 0
         return client, f"Redis {host}:{port}/{db}, connection {conn_id!r}"
 
     def close(self) -> None:
@@ -685,6 +722,15 @@ class MultiMarketsHook(BaseHook):
             "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
             "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
         }
+
+
+def _cache_dir(directory: str) -> str | None:
+    """The host directory where a Redis budget keeps what the host remembers (``None``: not writable)."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return None
+    return directory if os.access(directory, os.W_OK) else None
 
 
 def _header_value(name: str, value: Any) -> str:

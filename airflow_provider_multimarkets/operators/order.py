@@ -218,10 +218,17 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
     def _placement_failure(self, order: dict[str, Any], exc: MultiMarketsError) -> MultiMarketsOrderError:
         """Say truthfully what is known: not placed only when the request provably never left."""
         third_party_order = order["thirdPartyOrder"]
-        never_sent = isinstance(exc, MultiMarketsTransportError) and not exc.maybe_sent
+        not_sent = exc.call_sent is False  # the shared call budget or ban breaker sent nothing
+        never_sent = not_sent or (isinstance(exc, MultiMarketsTransportError) and not exc.maybe_sent)
         rejected = isinstance(exc, MultiMarketsApiError) or (exc.http_status in (418, 429))
         if never_sent or rejected:
-            why = "the request never left this worker" if never_sent else "the gateway rejected it"
+            why = (
+                "no call was sent: the apiKey's shared call budget held it back"
+                if not_sent
+                else "the request never left this worker"
+                if never_sent
+                else "the gateway rejected it"
+            )
             return MultiMarketsOrderError(
                 f"The order was NOT placed ({why}): {exc}", third_party_order=third_party_order, placed=False
             )

@@ -151,6 +151,8 @@ class SandboxApp:
         for name in ("order_push_delay", "pnl_interval"):
             if name in spec:
                 setattr(cfg, name, float(spec[name]))
+        if "strict_frames" in spec:
+            cfg.strict_frames = bool(spec["strict_frames"])
         for name, choices in (
             ("paging_fault", PAGING_FAULTS),
             ("account_list", data.ACCOUNT_LIST_SHAPES),
@@ -162,8 +164,6 @@ class SandboxApp:
                 setattr(cfg, name, spec[name])
         if "check_version_group" in spec:
             cfg.check_version_group = bool(spec["check_version_group"])
-        if "strict_frames" in spec:
-            cfg.strict_frames = bool(spec["strict_frames"])
         ws = self.state.faults.ws
         for name in ("drop_after", "refuse_login", "refuse_subscribe", "drop_on_order"):
             if name in spec:

@@ -37,12 +37,21 @@ def read_lines(path: str) -> Iterator[str]:
 
 
 def load_token(path: str) -> str | None:
-    """The msg token a watcher saved (``None`` when there is none or it cannot be read)."""
+    """The msg token a watcher saved (``None`` when there is none or it cannot be read);
+    ``ValueError`` naming the problem when the file is not a token (not UTF-8 text, too long)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            token = handle.read().strip()
+        with open(path, "rb") as handle:
+            raw = handle.read(8193)
     except OSError:
         return None
+    if len(raw) > 8192:
+        raise ValueError("the file is larger than any msg token")
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("the file is not UTF-8 text") from None
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in token):
+        raise ValueError("the file holds characters no msg token has")
     return token or None
 
 
