@@ -134,11 +134,18 @@ class MultiMarketsMsgClient:
     (in the triggerer) and by the order operator (in the worker, with ``on_subscribed``).
 
     :param spec: what to subscribe to and when to stop (:class:`SubscriptionSpec`).
-    :param on_subscribed: run once, after the subscription is acknowledged; may return an order id
-        to wait for. It runs as its own task, so a connection that drops while it is in flight
-        neither cancels it nor loses its result. No acknowledgement within ``ack_grace`` seconds,
-        or a refused one, ends the subscription without running it, unless
-        ``callback_without_ack`` is set (then it runs after the grace period, with a warning).
+    :param on_subscribed: run once, when the login is answered (``subscribe_success``, the frame the
+        vendor's H5 client waits for) and ``subscribe_asset`` has been sent; may return an order id
+        to wait for. No gateway documents an acknowledgement of ``subscribe_asset``: one that comes
+        is logged, never awaited (a refusal that comes first still ends the subscription without
+        running the callback). It runs as its own task, so a connection that drops while it is in
+        flight neither cancels it nor loses its result. No login answer within ``login_timeout``
+        seconds ends the subscription without running it, unless ``callback_without_login`` is set
+        (then it runs after that time, with a warning).
+    :param handover: with ``on_subscribed``: end the subscription as soon as the callback has
+        returned (unless the order it returned is already final), closing the connection without
+        ``cancel_subscribe_asset``/``logout``, so that another client (a trigger) resumes the same
+        stream with the same token and push log. The summary's ``stop_reason`` is ``handover``.
     :param on_push: called with every push once the push log counts it (written and flushed; or
         appended by another writer of the same log), not with those the log held when it was
         opened: the event trigger's way to turn pushes into events. It must not block.
@@ -151,8 +158,9 @@ class MultiMarketsMsgClient:
         *,
         on_subscribed: Callable[[], Awaitable[str | None]] | None = None,
         on_push: Callable[[dict[str, Any]], None] | None = None,
-        ack_grace: float = 10.0,
-        callback_without_ack: bool = False,
+        login_timeout: float = 10.0,
+        callback_without_login: bool = False,
+        handover: bool = False,
         log: logging.Logger | logging.LoggerAdapter[Any] | Any | None = None,
     ) -> None:
         self.spec = spec
@@ -161,13 +169,14 @@ class MultiMarketsMsgClient:
         self._push_log: PushLog | None = None
         self.on_subscribed = on_subscribed
         self.on_push = on_push
-        self.ack_grace = ack_grace
-        self.callback_without_ack = callback_without_ack
+        self.login_timeout = login_timeout
+        self.callback_without_login = callback_without_login
+        self.handover = handover
         self._callback: asyncio.Future[str | None] | None = None
         self._callback_seen = False
         self._loads = bytes_loads()
         self._subscribed_done = False
-        self._subscribe_acked = False
+        self._login_answered = False
 
     def __repr__(self) -> str:
         return (
@@ -409,7 +418,7 @@ class MultiMarketsMsgClient:
             await ws.send(next_frame("login"))
             await ws.send(next_frame("subscribe_asset", {"tradeTypes": self.spec.trade_types}))
             self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.spec.trade_types)
-            self._subscribe_acked = False
+            self._login_answered = False
             # The connection reads (no task or timer per message: the hot path); one task keeps
             # time: pings, the window, a silent server, and the sync-mode "after subscribed" callback.
             reader = asyncio.ensure_future(ws.wait())
@@ -426,7 +435,7 @@ class MultiMarketsMsgClient:
                 except ConnectionClosedOK:  # a normal close (1000/1001) before a stop condition: reconnect, counted
                     if not recorder.done:
                         raise _Closed(ws.close_code, ws.close_reason or "") from None
-            if recorder.done:
+            if recorder.done and recorder.stop_reason != "handover":
                 await self._goodbye(ws, next_frame)
         finally:
             self._ws = None
@@ -443,15 +452,17 @@ class MultiMarketsMsgClient:
         while not recorder.done:
             now = clock()
             waiting_callback = self.on_subscribed is not None and not self._subscribed_done
-            if waiting_callback and not self._subscribe_acked and now - subscribed_at >= self.ack_grace:
-                if not self.callback_without_ack:
+            if waiting_callback and not self._login_answered and now - subscribed_at >= self.login_timeout:
+                if not self.callback_without_login:
                     raise MultiMarketsMsgError(
-                        f"The message WebSocket did not acknowledge subscribe_asset (tradeTypes {self.spec.trade_types}) "
-                        f"within {self.ack_grace:g} s, so nothing was placed: the fill could not be tracked. "
-                        "Check the platform, or opt into untracked placement."
+                        f"The message WebSocket did not answer the login (no subscribe_success) within "
+                        f"{self.login_timeout:g} s, so nothing was placed: the fill could not be tracked. Check the "
+                        "platform and the connection's msg_ws_url, or opt into untracked placement."
                     )
-                self.log.warning("Message WebSocket: no subscribe_asset acknowledgement; going on as configured.")
-            if waiting_callback and (self._subscribe_acked or now - subscribed_at >= self.ack_grace):
+                self.log.warning(
+                    "Message WebSocket: no answer to the login (subscribe_success); going on as configured."
+                )
+            if waiting_callback and (self._login_answered or now - subscribed_at >= self.login_timeout):
                 self._subscribed_done = True
                 assert self.on_subscribed is not None
                 self._callback = asyncio.ensure_future(self.on_subscribed())
@@ -461,6 +472,8 @@ class MultiMarketsMsgClient:
                 order_id = callback.result()  # re-raises the callback's error
                 if order_id:
                     recorder.set_until(OrderCondition(str(order_id)))
+                if self.handover:
+                    recorder.finish("handover")  # a no-op when the order's final push already arrived
                 continue
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:
@@ -527,14 +540,16 @@ class MultiMarketsMsgClient:
                 self.log.info("Message WebSocket notice: updateType %s %s.", kind, name)
             recorder.stage(frame, text)
         elif frame.get("msgCode") == "subscribe_success":
+            self._login_answered = True
             self.log.info("Message WebSocket: login accepted (subscribe_success).")
         elif frame.get("msgCode") == "subscribe_asset" and ack_code(frame) == "0":
-            self._subscribe_acked = True
+            self.log.info("Message WebSocket: subscribe_asset acknowledged (not awaited: no gateway documents it).")
         elif frame.get("msgCode") == "subscribe_asset":
             content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
+            placed = "It came after the callback had started." if self._subscribed_done else "Nothing was placed."
             raise MultiMarketsMsgError(
                 f"The message WebSocket refused subscribe_asset for tradeTypes {self.spec.trade_types} (code "
-                f"{ack_code(frame)}: {str((content or {}).get('msg', ''))[:200]}). Nothing was placed. Check the "
+                f"{ack_code(frame)}: {str((content or {}).get('msg', ''))[:200]}). {placed} Check the "
                 "tradeTypes and the apiKey's permissions."
             )
         elif frame.get("msgCode") == "error" or ack_code(frame) not in (None, "0"):
