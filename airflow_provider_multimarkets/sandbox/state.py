@@ -558,6 +558,18 @@ class SandboxState:
             self.publish(record.company_id, trade_type, "trade", content)
         return order
 
+    def set_order_status(self, order_id: int, status: int, remark: str | None = None) -> dict[str, Any]:
+        """Move an order to ``status`` (as the platform would: a pending order filled, cancelled, rejected...),
+        as the order list shows it; ``remark`` is the platform's own words."""
+        with self.lock:
+            for placed in self.orders:
+                if placed["response"]["orderId"] == order_id:
+                    placed["status"] = int(status)
+                    if remark is not None:
+                        placed["remark"] = remark
+                    return self.order_record(placed)
+        raise KeyError(order_id)
+
     def _publish_locked(self, company_id: int, trade_type: str, msg_code: str, content: dict[str, Any]) -> None:
         with self.lock:
             self.publish(company_id, trade_type, msg_code, content)
@@ -835,7 +847,7 @@ class SandboxState:
             "dealId": response["orderId"] + 5000,
             "bizType": request["bizType"],
             "direction": request["direction"],
-            "status": 1 if placed.get("pending") else 2,
+            "status": placed.get("status", 1 if placed.get("pending") else 2),
             "customerGroupId": data.CUSTOMER_GROUP_ID,
             "symbolId": request["symbolId"],
             "digits": response["digits"],
@@ -853,7 +865,7 @@ class SandboxState:
             "positionId": response["positionId"],
             "stopLoss": response["stopLoss"],
             "takeProfit": response["takeProfit"],
-            "remark": request.get("remark"),
+            "remark": placed.get("remark", request.get("remark")),
             "createTime": placed["created_ms"],
             "updateTime": placed["created_ms"],
             "source": request.get("source") or "OpenAPI",
