@@ -46,7 +46,7 @@ def test_an_executed_order_ends_the_wait_by_id_or_by_third_party_order(sandbox: 
         done = sensor.poke({})
         assert done.is_done
         value = done.xcom_value
-        assert value["order_id"] == order_id and value["status"] == 2 and value["status_words"] == "order executed"
+        assert value["order_id"] == order_id and value["status"] == 2 and value["status_name"] == "completed"
         assert value["third_party_order"] == "tpo_sensor" and value["record"]["id"] == order_id
 
 
@@ -61,7 +61,7 @@ def test_a_failed_status_fails_in_the_orders_own_words(sandbox: Any, mm_conn: di
     sandbox.state.set_order_status(order_id, 6, "Insufficient margin for this order")
     with pytest.raises(
         MultiMarketsOrderError,
-        match=rf"order {order_id} \(thirdPartyOrder=tpo_sensor\): status 6 \(order rejected\), "
+        match=rf"order {order_id} \(thirdPartyOrder=tpo_sensor\): status 6 \(rejected\), "
         r"remark 'Insufficient margin for this order': a failed status",
     ) as info:
         _sensor(order_id=order_id).poke({})
@@ -71,7 +71,7 @@ def test_a_failed_status_fails_in_the_orders_own_words(sandbox: Any, mm_conn: di
 def test_a_final_status_in_neither_list_fails_too(sandbox: Any, mm_conn: dict[str, Any]) -> None:
     order_id = _place(bizType=10)
     sandbox.state.set_order_status(order_id, 4)
-    with pytest.raises(MultiMarketsOrderError, match=r"status 4 \(order cancelled\): a final status that is neither"):
+    with pytest.raises(MultiMarketsOrderError, match=r"status 4 \(cancelled\): a final status that is neither"):
         _sensor(order_id=order_id, failed_statuses=[6]).poke({})
     # a status the user waits for, final or not
     assert _sensor(order_id=order_id, target_statuses=[4], failed_statuses=[6]).poke({}).is_done
@@ -122,7 +122,7 @@ def test_the_trigger_times_out_and_says_what_it_saw_last(sandbox: Any, mm_conn: 
     order_id = _place(bizType=10)
     event = _run(MultiMarketsOrderStatusTrigger(order_id=order_id, poll_interval=0.1, deadline=time.time() + 0.3))
     assert event["status"] == "timeout" and event["record"]["status"] == 1
-    with pytest.raises(AirflowSensorTimeout, match=r"did not reach a status in \[2\].*status 1 \(order received\)"):
+    with pytest.raises(AirflowSensorTimeout, match=r"did not reach a status in \[2\].*status 1 \(received\)"):
         _sensor(order_id=order_id).execute_complete({}, event)
 
 

@@ -37,6 +37,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsTransportError,
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.trading.order_lookup import ISOLATED_ORDER_PAGE
 
 if TYPE_CHECKING:
     from airflow_provider_multimarkets.trading.order_state import OrderMemory
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
 
 ISOLATED_MARKET_ORDER = "tradeapi.app.OrderApiService.addMarketOrder"
 CROSS_MARKET_ORDER = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
-#: The documented order list of isolated-margin orders; it filters by ``thirdPartyOrder``.
-ISOLATED_ORDER_PAGE = "tradeapi.app.OrderApiService.queryOrderPage"
 #: Order lists by variant. The full-margin ``CfdMMOrderApiService`` documents no list of open or
 #: pending orders (only ``queryHistoryCloseOrderList``, closed positions), so its orders cannot be
 #: looked up: the task state store (Airflow 3.3+) and the ``idempotency-key`` decide instead.
@@ -511,9 +510,9 @@ class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
 
     def is_job_succeeded(self, status: str) -> bool:
         """Any final status: the order is done (a rejected order is this task instance's order too)."""
-        from airflow_provider_multimarkets.trading.order_identity import FINAL_ORDER_STATUSES
+        from airflow_provider_multimarkets.trading.order_status import is_final_order_status
 
-        return status.isdigit() and int(status) in FINAL_ORDER_STATUSES
+        return is_final_order_status(status)
 
     def is_job_active(self, status: str) -> bool:
         return not self.is_job_succeeded(status)
@@ -863,8 +862,9 @@ def _event(
 
 def _final_status(event: dict[str, Any]) -> int | None:
     """The final status of an outcome: the push's ``orderStatus`` (6 for a failed ``bizType``), or the record's."""
-    from airflow_provider_multimarkets.messaging.frames import FAILED_ORDER_BIZ_TYPES, param_map
+    from airflow_provider_multimarkets.messaging.frames import param_map
     from airflow_provider_multimarkets.trading.order_lookup import record_status
+    from airflow_provider_multimarkets.trading.order_status import FAILED_ORDER_BIZ_TYPES
 
     push = event.get("final_message")
     if isinstance(push, dict):

@@ -32,7 +32,7 @@ class MultiMarketsOrderStatusSensor(BaseSensorOperator):
     ``MultiMarketsMarketOrderOperator(track=False)`` and wait here, e.g.
     ``third_party_order="{{ ti.xcom_pull(task_ids='place')['third_party_order'] }}"``.
 
-    XCom ``return_value``: ``order_id``, ``third_party_order``, ``status``, ``status_words`` and the
+    XCom ``return_value``: ``order_id``, ``third_party_order``, ``status``, ``status_name`` and the
     order's ``record``.
 
     :param order_id: the order's ``orderId`` (templated).
@@ -171,7 +171,8 @@ class MultiMarketsOrderStatusSensor(BaseSensorOperator):
     def _outcome(self, event: dict[str, Any]) -> dict[str, Any]:
         """The XCom for a record that ends the wait; a failed, or unexpected final, status raises."""
         from airflow_provider_multimarkets.trading.order_identity import record_order_id
-        from airflow_provider_multimarkets.trading.order_lookup import STATUS_WORDS, describe, record_status
+        from airflow_provider_multimarkets.trading.order_lookup import describe, record_status
+        from airflow_provider_multimarkets.trading.order_status import order_status_name
 
         if event.get("status") == "error":
             raise MultiMarketsOrderError(
@@ -187,7 +188,7 @@ class MultiMarketsOrderStatusSensor(BaseSensorOperator):
                 "order_id": record_order_id(record),
                 "third_party_order": record.get("thirdPartyOrder"),
                 "status": status,
-                "status_words": STATUS_WORDS.get(status or 0),
+                "status_name": order_status_name(status),
                 "record": record,
             }
         if status in self.failed_statuses:

@@ -3,7 +3,7 @@
 ``tradeapi.app.OrderApiService.queryOrderPage`` (isolated margin, ``tradeType`` 2) filters by
 ``thirdPartyOrder`` and by ``orderIds``; its records carry ``id``, ``status`` (1 received, 2
 executed, 3 partially executed, 4 cancelled, 5 partially cancelled, 6 rejected, 7 expired) and
-``remark``. The full-margin ``CfdMMOrderApiService`` documents no such list. The functions take
+``remark`` (the status vocabulary is :mod:`..order_status`'s). The full-margin ``CfdMMOrderApiService`` documents no such list. The functions take
 the hook as an argument (``call``/``acall``), so this module imports no Airflow.
 """
 
@@ -13,21 +13,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from airflow_provider_multimarkets.exceptions import MultiMarketsOrderError
-from airflow_provider_multimarkets.trading.order_identity import FINAL_ORDER_STATUSES, matching_orders, record_order_id
+from airflow_provider_multimarkets.trading.order_identity import matching_orders, record_order_id
+from airflow_provider_multimarkets.trading.order_status import (
+    is_final_order_status,
+    order_status_key,
+    order_status_name,
+)
 
 ISOLATED_ORDER_PAGE = "tradeapi.app.OrderApiService.queryOrderPage"
 VERSION = "0.0.1"
 GROUP = "tradeApi"
-#: the order statuses of the documented order list, in its own words
-STATUS_WORDS = {
-    1: "order received",
-    2: "order executed",
-    3: "partially executed",
-    4: "order cancelled",
-    5: "partially cancelled",
-    6: "order rejected",
-    7: "order expired",
-}
 
 
 def order_query(
@@ -80,26 +75,25 @@ async def afind_orders(hook: Any, **query: Any) -> list[dict[str, Any]]:
     return matching(page, order_id=query.get("order_id"), third_party_order=query.get("third_party_order"))
 
 
+def status_number(value: Any) -> int | None:
+    """A status in either form (a push's ``"2"``, a record's ``2``) as a number; ``None`` for none."""
+    key = order_status_key(value)
+    return int(key) if key is not None and key.isdigit() else None
+
+
 def record_status(record: Mapping[str, Any] | None) -> int | None:
-    """A record's ``status`` as an integer (``None`` when it has none)."""
-    value = (record or {}).get("status")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
+    """A record's ``status`` as a number (``None`` when it has none)."""
+    return status_number((record or {}).get("status"))
 
 
 def is_final(record: Mapping[str, Any] | None) -> bool:
-    return record_status(record) in FINAL_ORDER_STATUSES
+    return is_final_order_status((record or {}).get("status"))
 
 
 def describe(record: Mapping[str, Any]) -> str:
     """The order in its own words: id, ``thirdPartyOrder``, status and ``remark``, as the platform gave them."""
     status = record_status(record)
-    words = STATUS_WORDS.get(status, "unknown status") if status is not None else "no status"
+    words = order_status_name(status) if status is not None else "no status"
     text = f"order {record_order_id(record)}"
     if record.get("thirdPartyOrder"):
         text += f" (thirdPartyOrder={record['thirdPartyOrder']})"

@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_multimarkets.trading.order_lookup import status_number
+
 PREFIX = "multimarkets."
 THIRD_PARTY_ORDER = PREFIX + "third_party_order"
 IDEMPOTENCY_KEY = PREFIX + "idempotency_key"
@@ -86,7 +88,7 @@ class OrderMemory:
             order_call=dict(call) if isinstance(call, Mapping) else None,
             order_id=get(ORDER_ID),
             order=dict(order) if isinstance(order, Mapping) else None,
-            final_status=_status(status),
+            final_status=status_number(status),
             fill=dict(fill) if isinstance(fill, Mapping) else None,
         )
 
@@ -107,16 +109,6 @@ class OrderMemory:
             self.fill,
         )
         return {k: v for k, v in zip(KEYS, values, strict=True) if v is not None}
-
-
-def _status(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None
 
 
 def order_call_record(

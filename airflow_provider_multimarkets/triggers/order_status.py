@@ -16,8 +16,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-CLASSPATH = "airflow_provider_multimarkets.triggers.order_status.MultiMarketsOrderStatusTrigger"
-
 
 @dataclass(kw_only=True)
 class OrderStatusWait:
@@ -100,7 +98,7 @@ class MultiMarketsOrderStatusTrigger(BaseTrigger):
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return CLASSPATH, self.wait.as_json()
+        return "airflow_provider_multimarkets.triggers.order_status.MultiMarketsOrderStatusTrigger", self.wait.as_json()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_multimarkets.exceptions import MultiMarketsError

@@ -23,8 +23,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-CLASSPATH = "airflow_provider_multimarkets.triggers.order_tracking.MultiMarketsOrderTrackingTrigger"
-
 
 @dataclass(kw_only=True)
 class OrderTracking:
@@ -192,7 +190,10 @@ class MultiMarketsOrderTrackingTrigger(BaseTrigger):
         )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return CLASSPATH, self.tracking.as_json()
+        return (
+            "airflow_provider_multimarkets.triggers.order_tracking.MultiMarketsOrderTrackingTrigger",
+            self.tracking.as_json(),
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_multimarkets._compat import amask_secret
