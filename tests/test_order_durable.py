@@ -3,7 +3,6 @@ when, what a retry or a clear decides from it, for both margin variants, against
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from typing import Any
@@ -38,7 +37,6 @@ FULL_MARGIN_ORDER: dict[str, Any] = {
     "symbolId": 720,
     "tradeType": 1,
 }
-KEY_HEADER = "idempotency_key" in inspect.signature(MultiMarketsHook.call).parameters
 
 
 @pytest.fixture(autouse=True)
@@ -99,12 +97,11 @@ def test_first_try_writes_the_store_before_and_after_the_order_call(
     # before the call: the thirdPartyOrder, the idempotency-key (when sent) and the evidence of the call
     assert written[order_state.THIRD_PARTY_ORDER] == (TPO, 0)
     call, calls_before = written[order_state.ORDER_CALL]
-    assert calls_before == 0 and call["try_number"] == 1 and call["idempotency_key_sent"] is KEY_HEADER
+    assert calls_before == 0 and call["try_number"] == 1 and call["idempotency_key_sent"] is True
     assert call["biz_type"] == (CROSS_MARKET_ORDER if full_margin else ORDER_BIZ_TYPE)
-    if KEY_HEADER:
-        assert written[order_state.IDEMPOTENCY_KEY] == (derive_idempotency_key(TPO), 0)
-    else:  # the hook sends no idempotency-key yet: the store says so, and nothing relies on one
-        assert order_state.IDEMPOTENCY_KEY not in written
+    assert written[order_state.IDEMPOTENCY_KEY] == (derive_idempotency_key(TPO), 0)
+    # and the gateway got that key with the order call (the sandbox's documented cache holds its answer)
+    assert [k[0] for k in sandbox.state.idempotency.answers] == [derive_idempotency_key(TPO)]
     # right after the answer: the orderId and the answer; after the fill: the final status and the fill
     assert written[order_state.ORDER_ID] == (order_id, 1)
     assert written[order_state.ORDER][0]["orderId"] == order_id
@@ -218,7 +215,6 @@ def test_full_margin_evidence_without_a_key_refuses(sandbox: Any, mm_conn: dict[
 
 
 @durable_only
-@pytest.mark.skipif(not KEY_HEADER, reason="the hook sends no idempotency-key yet")
 def test_full_margin_evidence_with_a_key_sends_the_same_request_again(sandbox: Any, mm_conn: dict[str, Any]) -> None:
     """Killed after the gateway processed the order, before the answer: the same key gets the same order."""
     key = derive_idempotency_key(TPO)
@@ -260,3 +256,42 @@ def test_a_concurrent_duplicate_is_not_placed_and_the_lookup_decides(sandbox: An
     ) as info:
         _op(track=False).execute(order_context(FakeTI()))
     assert "found none yet" in str(info.value) and info.value.placed is None and sandbox.state.orders == []
+
+
+def test_the_idempotency_key_extra_turns_the_header_off(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import set_connection
+
+    set_connection(monkeypatch, sandbox.connection(retry_backoff=0.01, idempotency_key=False))
+    store = _store(sandbox) if DURABLE_EXECUTION else None
+    _op(track=False).execute(order_context(FakeTI(), store))
+    assert len(sandbox.state.orders) == 1 and not sandbox.state.idempotency.answers
+    if store is not None:  # the store says no key was sent, so no retry relies on one
+        assert order_state.IDEMPOTENCY_KEY not in store.values
+        assert store.values[order_state.ORDER_CALL]["idempotency_key_sent"] is False
+
+
+@durable_only
+def test_a_retry_racing_an_earlier_request_still_in_flight_places_nothing(
+    sandbox: Any, mm_conn: dict[str, Any]
+) -> None:
+    """Try 1's order call is still being processed when try 2 runs (its lookup finds nothing yet): the same
+    idempotency-key makes the gateway refuse try 2's request as a concurrent duplicate. One order."""
+    store = _store(sandbox)
+    release = sandbox.hold(ORDER_BIZ_TYPE)
+    first: dict[str, Any] = {}
+
+    def try_1() -> None:
+        first["result"] = _op(track=False).execute(order_context(FakeTI(), store))
+
+    thread = threading.Thread(target=try_1, daemon=True)
+    thread.start()
+    assert sandbox.state.idempotency.wait_in_flight(1, timeout=60)
+    with pytest.raises(MultiMarketsOrderError, match="NOT placed: the gateway refused it as a concurrent duplicate"):
+        _op(track=False).execute(order_context(FakeTI(try_number=2), store))
+    release.set()
+    thread.join(timeout=60)
+    assert (
+        len(sandbox.state.orders) == 1
+        and first["result"]["order"]["orderId"] == sandbox.state.orders[0]["response"]["orderId"]
+    )
+    assert sandbox.state.idempotency.refused == 1

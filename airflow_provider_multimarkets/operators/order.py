@@ -30,6 +30,7 @@ from airflow_provider_multimarkets._compat import (
 )
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
+    MultiMarketsConcurrentDuplicateError,
     MultiMarketsConfigError,
     MultiMarketsError,
     MultiMarketsMsgError,
@@ -49,8 +50,6 @@ CROSS_MARKET_ORDER = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
 #: pending orders (only ``queryHistoryCloseOrderList``, closed positions), so its orders cannot be
 #: looked up: the task state store (Airflow 3.3+) and the ``idempotency-key`` decide instead.
 ORDER_LOOKUPS = {ISOLATED_MARKET_ORDER: ISOLATED_ORDER_PAGE}
-#: The gateway's answer to a request whose ``idempotency-key`` is already being processed.
-CONCURRENT_DUPLICATE_CODE = "GATEWAY_CODE_018"
 
 
 class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
@@ -274,11 +273,8 @@ class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
     # ---- placing ---------------------------------------------------------------------------------
 
     def _idempotency_header(self) -> dict[str, Any]:
-        """The keyword that sends the ``idempotency-key`` header, when the hook and the connection send one."""
-        import inspect
-
-        enabled = getattr(self.hook.settings, "idempotency_key", True) is not False
-        if not enabled or "idempotency_key" not in inspect.signature(self.hook.call).parameters:
+        """The keyword that sends the ``idempotency-key`` header, unless the connection turns it off."""
+        if not self.hook.settings.idempotency_key:
             return {}
         return {"idempotency_key": self._job.idempotency_key}
 
@@ -330,7 +326,7 @@ class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
         """Say truthfully what is known: not placed only when the request provably never left."""
         third_party_order = order["thirdPartyOrder"]
         never_sent = isinstance(exc, MultiMarketsTransportError) and not exc.maybe_sent
-        duplicate = _concurrent_duplicate(exc)
+        duplicate = isinstance(exc, MultiMarketsConcurrentDuplicateError)
         rejected = not duplicate and (isinstance(exc, MultiMarketsApiError) or (exc.http_status in (418, 429)))
         if never_sent or rejected:
             why = "the request never left this worker" if never_sent else "the gateway rejected it"
@@ -875,12 +871,6 @@ def _final_status(event: dict[str, Any]) -> int | None:
         if str((content or {}).get("bizType", "")) in FAILED_ORDER_BIZ_TYPES:
             return 6
     return record_status(event.get("record"))
-
-
-def _concurrent_duplicate(exc: MultiMarketsError) -> bool:
-    """The gateway refused the request as a concurrent duplicate of the same ``idempotency-key``."""
-    code = str(getattr(exc, "code", "") or "")
-    return code.endswith(CONCURRENT_DUPLICATE_CODE) or type(exc).__name__ == "MultiMarketsDuplicateRequestError"
 
 
 def _spool_path(context: Context) -> str | None:
