@@ -47,6 +47,12 @@ KEY_ORDERS = ("java", "case_insensitive")
 SIGN_CHARSETS = ("UTF-8", "GBK", "ISO-8859-1")
 _PYTHON_CODECS = {"utf-8": "UTF-8", "gbk": "GBK", "iso8859-1": "ISO-8859-1"}
 _B64_ALPHABET = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+#: where Java's GBK differs from Python's ``gbk``: two characters Java encodes and Python does not,
+#: one Python encodes and Java does not, and the private use area, which Java maps by its own table
+#: (measured on OpenJDK 17 against every character of the Basic Multilingual Plane)
+_JAVA_GBK = {"\u20ac": b"\xa2\xe3", "\u2641": b"\xa8\x92"}
+_NOT_IN_JAVA_GBK = re.compile("[\u2295\ue000-\uf8ff]")
+_JAVA_GBK_ONLY = re.compile("[\u20ac\u2641]")
 #: a ``\u00xx`` escape the encoder wrote with lower-case hex (not one after an escaped backslash)
 _LOWER_HEX_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u00([0-9a-f]{2})")
 
@@ -54,7 +60,7 @@ _LOWER_HEX_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u00([0-9a-f]{2})")
 def sign_charset(value: object) -> str:
     """The Java name of a signing charset (``UTF-8``, ``GBK``, ``ISO-8859-1``; ``None``/empty: UTF-8).
 
-    Python's aliases are accepted (``utf8``, ``latin-1``, ``cp936`` is not GBK and is refused)."""
+    Python's aliases of the three are accepted (``utf8``, ``latin-1``, ``gbk``)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return "UTF-8"
     if not isinstance(value, str):
@@ -69,15 +75,20 @@ def sign_charset(value: object) -> str:
 
 
 def java_double(value: float) -> str:
-    """``value`` as Java's ``Double.toString`` prints it (the shortest digits that read back as
-    ``value``, as Java 19+ chooses them): plain from 10^-3 to 10^7, else ``d.dddE±n``."""
+    """``value`` as Java's ``Double.toString`` prints it: the shortest digits that read back as
+    ``value`` (two when one would do, the nearer of the two-digit forms: ``4.9E-324``); plain from
+    10^-3 to 10^7, else ``d.dddE±n``."""
     if not math.isfinite(value):
         raise ValueError(value)
     if value == 0:
         return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
     sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    text = "".join(map(str, digits))
     assert isinstance(exponent, int)
+    if len(digits) == 1:  # Java writes at least two significant digits: the nearer two-digit form
+        sign, digits, exponent = Decimal(f"{abs(value):.1e}").as_tuple()
+        assert isinstance(exponent, int)
+        sign = int(value < 0)
+    text = "".join(map(str, digits))
     point = len(text) + exponent  # digits before the decimal point
     if 1e-3 <= abs(value) < 1e7:
         if point <= 0:
@@ -86,8 +97,11 @@ def java_double(value: float) -> str:
             body = text + "0" * (point - len(text)) + ".0"
         else:
             body = text[:point] + "." + text[point:]
+        whole, _, fraction = body.partition(".")
+        body = f"{whole}.{fraction.rstrip('0') or '0'}"
     else:
-        body = f"{text[0]}.{text[1:] or '0'}E{point - 1}"
+        fraction = text[1:].rstrip("0") or "0"
+        body = f"{text[0]}.{fraction}E{point - 1}"
     return ("-" if sign else "") + body
 
 
@@ -323,6 +337,27 @@ def _is_public_key_der(der: bytes) -> bool:
     return True
 
 
+def _java_gbk(text: str) -> bytes:
+    """``text`` in Java's GBK (``UnicodeEncodeError`` for a character Java's GBK does not encode here)."""
+    refused = _NOT_IN_JAVA_GBK.search(text)
+    if refused is not None:
+        raise UnicodeEncodeError("gbk", text, refused.start(), refused.start() + 1, "not in Java's GBK")
+    if _JAVA_GBK_ONLY.search(text) is None:
+        return text.encode("gbk")
+    out = bytearray()  # the text between the Java-only characters as gbk, those as Java writes them
+    position = 0
+    for part in _JAVA_GBK_ONLY.split(text):
+        try:
+            out += part.encode("gbk")
+        except UnicodeEncodeError as exc:
+            raise UnicodeEncodeError("gbk", text, position + exc.start, position + exc.end, exc.reason) from None
+        position += len(part)
+        if position < len(text):
+            out += _JAVA_GBK[text[position]]
+            position += 1
+    return bytes(out)
+
+
 class Signer:
     """Holds a parsed private key and signs strings. Parse once, sign many times.
 
@@ -366,17 +401,19 @@ class Signer:
         return self._charset
 
     def encode(self, text: str) -> bytes:
-        """The bytes that are signed: ``text`` in the signing charset, or a clear error."""
+        """The bytes that are signed: ``text`` in the signing charset as Java encodes it, or a clear error."""
         try:
+            if self._charset == "GBK":
+                return _java_gbk(text)
             return text.encode(self._codec)
         except UnicodeEncodeError as exc:
             char = text[exc.start]
             raise MultiMarketsSigningError(
                 f"The request body contains {char!r} (U+{ord(char):04X}, position {exc.start} of the signed text), "
-                f"which the signing charset {self._charset} (connection extra 'sign_charset') cannot encode. A Java "
-                "gateway would sign '?' in its place, so the signature would not protect that text. Remove the "
-                "character, or set 'sign_charset' to the gateway's charset (UTF-8 encodes every character). "
-                "Nothing was sent."
+                f"which the signing charset {self._charset} (connection extra 'sign_charset') cannot encode as a Java "
+                "gateway does. Java signs '?' for a character its charset lacks, so the signature would not protect "
+                "that text (private-use characters Java maps by its own table). Remove the character, or set "
+                "'sign_charset' to the gateway's charset (UTF-8 encodes every character). Nothing was sent."
             ) from None
 
     def sign(self, text: str) -> str:

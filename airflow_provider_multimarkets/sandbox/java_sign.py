@@ -76,8 +76,9 @@ def java_string(value: str) -> str:
 
 
 def double_to_string(value: float) -> str:
-    """Java's ``Double.toString``: the fewest significant digits that read back as ``value``; plain
-    notation from 10^-3 up to 10^7, ``d.ddddE±n`` outside it."""
+    """Java's ``Double.toString``: the fewest significant digits that read back as ``value``, two at
+    least (the nearer two-digit form, so ``Double.MIN_VALUE`` is ``4.9E-324``); plain notation from
+    10^-3 up to 10^7, ``d.ddddE±n`` outside it."""
     if value != value:
         return "NaN"
     if math.isinf(value):
@@ -86,7 +87,7 @@ def double_to_string(value: float) -> str:
         return "-0.0" if str(value).startswith("-") else "0.0"
     sign = "-" if value < 0 else ""
     magnitude = abs(value)
-    for precision in range(1, 18):  # the shortest scientific form that reads back exactly
+    for precision in range(2, 18):  # the shortest scientific form (two digits at least) that reads back
         digits_exp = f"{magnitude:.{precision - 1}e}"
         if float(digits_exp) == magnitude:
             break
@@ -138,9 +139,24 @@ def text_to_sign(body: dict[str, Any], timestamp: str) -> str:
     return canonical(body).replace('"', "") + timestamp
 
 
+#: Java's GBK, where it is not Python's gbk (OpenJDK 17, every BMP character compared): the euro sign
+#: and U+2641 are in Java's table, U+2295 is not; the private use area is Java's own (modelled as ``?``)
+_GBK_JAVA = {"\u20ac": b"\xa2\xe3", "\u2641": b"\xa8\x92", "\u2295": b"?"}
+
+
 def java_bytes(text: str, charset: str) -> bytes:
     """``String.getBytes(charset)``: unencodable characters (and lone surrogates) become ``?``."""
-    return text.encode(CHARSETS[charset], errors="replace")
+    if charset != "GBK" or not any(c in _GBK_JAVA or "\ue000" <= c <= "\uf8ff" for c in text):
+        return text.encode(CHARSETS[charset], errors="replace")
+    out = b""
+    for char in text:
+        if char in _GBK_JAVA:
+            out += _GBK_JAVA[char]
+        elif "\ue000" <= char <= "\uf8ff":
+            out += b"?"
+        else:
+            out += char.encode("gbk", errors="replace")
+    return out
 
 
 def verify(public_key_b64: str, signed: bytes, signature_b64: str) -> bool:

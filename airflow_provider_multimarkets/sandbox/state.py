@@ -401,6 +401,8 @@ class SandboxState(TradingBooks):
             handler = self._endpoints.get(biz_type)
             result = handler(admitted.record, body, admitted.headers) if handler else self.contract.shape(biz_type)
             answer_data = self.contract.shape(biz_type, result)
+            if biz_type == BIZ_CUSTOMER and self.config.account_list == "array" and isinstance(answer_data, dict):
+                answer_data["accountList"] = list(result["accountList"])  # the examples' shape, on request
         except BizError as exc:
             envelope = self.envelope(
                 trace, data_=None, code=exc.code, msg=exc.msg, msg_params=exc.msg_params, started=admitted.started

@@ -1158,7 +1158,8 @@ class TradingBooks:
                 ]
             else:
                 bookings = [(FLOW_TRADE, FLOW_OPEN_FEE, -fee)]
-            for number, (business_type, sub_type, amount) in enumerate(bookings):
+            for number, (business_type, sub_type, signed) in enumerate(bookings):
+                amount = signed + 0.0  # no "-0.00"
                 flows.append(
                     {
                         "id": response["orderId"] * 10 + number,
@@ -1170,8 +1171,8 @@ class TradingBooks:
                         "version": 1,
                         "subjectId": placed["account_id"],
                         "bookkeepId": response["orderId"] * 10 + number,
-                        "amountIn": f"{max(amount, 0):.2f}",
-                        "amountOut": f"{max(-amount, 0):.2f}",
+                        "amountIn": f"{max(amount, 0.0) + 0.0:.2f}",
+                        "amountOut": f"{max(-amount, 0.0) + 0.0:.2f}",
                         "amount": f"{amount:.2f}",
                         "status": 2,
                         "amountAfter": "0",
