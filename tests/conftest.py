@@ -5,12 +5,14 @@ The Airflow environment is set before anything imports Airflow.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,8 +104,12 @@ def sandbox_factory(key_pair: tuple[str, str]) -> Iterator[Any]:
 
     started: list[Any] = []
 
-    def make(config: Any = None, **kwargs: Any) -> Any:
-        sb = Sandbox(config or SandboxConfig(), private_key=key_pair[0], public_key=key_pair[1], **kwargs)
+    def make(config: Any = None, *, strict: bool = True, **kwargs: Any) -> Any:
+        """A sandbox; its message WebSocket in strict mode (only documented frames: no pong, no
+        subscribe_asset answer, every close 1000) unless ``strict=False``."""
+        config = config or SandboxConfig()
+        config.strict_frames = strict
+        sb = Sandbox(config, private_key=key_pair[0], public_key=key_pair[1], **kwargs)
         sb.start()
         started.append(sb)
         return sb
@@ -249,3 +255,40 @@ def order_context(ti: FakeTI, store: FakeTaskStateStore | None = None) -> Any:
     if store is not None:
         context["task_state_store"] = store
     return context
+
+
+class FakeClock:
+    """The client's wall clock, moved on by its waits between connections: a backoff of ``s``
+    seconds advances ``time.time()`` by ``s`` at once (and yields to the loop), so windows and
+    backoffs pass in order whatever the machine's load, and no outcome depends on real timing.
+    ``time.monotonic()`` (pings, idle) stays real."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.sleeps: list[float] = []
+        clock = self
+
+        class Time:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(time, name)
+
+            def time(self) -> float:
+                return time.time() + clock.offset
+
+        async def pause(seconds: float) -> None:
+            clock.sleeps.append(seconds)
+            clock.offset += max(seconds, 0.0)
+            await asyncio.sleep(0)
+
+        self.time, self.pause = Time(), pause
+
+
+@pytest.fixture
+def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The subscription client on a :class:`FakeClock` (give it a deadline from ``fake_clock.time``)."""
+    from airflow_provider_multimarkets.messaging import client
+
+    clock = FakeClock()
+    monkeypatch.setattr(client, "time", clock.time)
+    monkeypatch.setattr(client, "_pause", clock.pause)
+    return clock

@@ -1,8 +1,9 @@
-"""The message WebSocket connection (hooks/msg_connection.py): framing, handshake, proxy, TLS, compression.
+"""The message socket on websockets' own asyncio client: framing property, handshake, proxy, TLS, compression.
 
-The framing split is checked against websockets' own protocol: any stream of frames, cut into any
-chunks, gives the same messages, the same answers to pings and the same ending whether the frames
-are cut out here or all go through ``ClientProtocol``. The rest runs over loopback sockets.
+Property: any stream of frames (pushes, fragmented or not, with pings and unknown frames in
+between), cut into any chunks, gives the same pushes: through websockets' own parser
+(``ClientProtocol``, Sans-I/O) and the client's frame handling, and over a real socket against
+a raw asyncio server that writes the chunks one by one. The rest runs over loopback sockets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import socket
 import ssl
 import threading
@@ -21,75 +23,58 @@ import pytest
 from conftest import run_subscription, set_connection
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_hostile_servers import RawServer, accept, behave_after_login, login
 from test_subscription_faults import ScriptedServer, ThreadedServer, handshake, push
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError, MultiMarketsMsgError
-from airflow_provider_multimarkets.messaging.connection import MsgConnection, _proxy_for, ssl_context
+from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
+from airflow_provider_multimarkets.messaging.client import MultiMarketsMsgClient, SubscriptionSpec
+from airflow_provider_multimarkets.messaging.subscription import SubscriptionRecorder
+from airflow_provider_multimarkets.messaging.ws import choose_proxy, connect_arguments, ssl_context
 from airflow_provider_multimarkets.sandbox import SandboxConfig
-
-MAX = 70_000
-
-
-class FakeTransport:
-    """Collects what the connection writes (its pongs and close frames)."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.aborted = False
-
-    def write(self, data: bytes) -> None:
-        self.written.append(bytes(data))
-
-    def can_write_eof(self) -> bool:
-        return False
-
-    def is_closing(self) -> bool:
-        return self.aborted
-
-    def abort(self) -> None:
-        self.aborted = True
 
 
 def server_frame(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
     return Frame(opcode, data, fin).serialize(mask=False)
 
 
-async def _play(chunks: list[bytes], *, split: bool, max_size: int = MAX) -> dict[str, Any]:
-    messages: list[tuple[bytes, bool]] = []
-    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/x"), state=State.OPEN, max_size=max_size)
-    conn = MsgConnection(protocol, lambda d, b: messages.append((d, b)) and False, lambda: False, max_size=max_size)
-    transport = FakeTransport()
-    conn.transport = transport  # type: ignore[assignment]
-    conn._opened.set_result(None)
-    conn._split = split
-    for chunk in chunks:
-        conn.data_received(chunk)
-    ended: BaseException | None = None
-    if conn._ended.done():
-        ended = conn._ended.exception()
-    # answers the client sent: parse them as a server would
-    from websockets.server import ServerProtocol
+# ---- the property: any stream, cut into any chunks, gives the same pushes ---------------------------
 
-    server = ServerProtocol(state=State.OPEN, max_size=None)
-    server.receive_data(b"".join(transport.written))
-    answers = [(f.opcode, bytes(f.data)) for f in server.events_received()]
-    return {
-        "messages": messages,
-        "answers": answers,
-        "ended": None if ended is None else (type(ended).__name__, protocol.close_code),
-        "state": protocol.state,
-    }
+push_content = st.text(max_size=60)  # any text: unicode, quotes, escapes
+stream_item = st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 10**6), push_content, st.integers(1, 3), st.booleans()),
+    st.tuples(st.just("unknown"), st.sampled_from(['{"msgCode":"heartbeat"}', '{"header":{"bizType":"pong"}}'])),
+    st.tuples(st.just("ping"), st.binary(max_size=8)),
+)
 
 
-def _both(chunks: list[bytes], **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
-        return await _play(chunks, split=True, **kwargs), await _play(chunks, split=False, **kwargs)
-
-    return asyncio.run(run())
+def _encode(items: list[tuple[Any, ...]]) -> tuple[bytes, list[dict[str, Any]], int]:
+    """The server's bytes for a stream, the pushes in it, and how many unknown frames."""
+    data, pushes, unknown = b"", [], 0
+    for item in items:
+        if item[0] == "ping":
+            data += server_frame(Opcode.PING, item[1])
+        elif item[0] == "unknown":
+            data += server_frame(Opcode.TEXT, item[1].encode())
+            unknown += 1
+        else:
+            _, order_id, note, fragments, ping_inside = item
+            body = push(order_id, seq=len(pushes) + 1)
+            body["content"]["note"] = note
+            body["content"]["n"] = len(pushes)  # distinct pushes (the same push sent again is a duplicate)
+            pushes.append(body)
+            raw = json.dumps(body, ensure_ascii=False).encode()
+            step = max(1, len(raw) // fragments)
+            parts = [raw[i : i + step] for i in range(0, len(raw), step)]
+            for i, part in enumerate(parts):
+                opcode = Opcode.TEXT if i == 0 else Opcode.CONT
+                data += server_frame(opcode, part, fin=i == len(parts) - 1)
+                if ping_inside and i == 0 and len(parts) > 1:
+                    data += server_frame(Opcode.PING, b"in-between")  # control frames may sit between fragments
+    return data, pushes, unknown
 
 
 def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -97,57 +82,107 @@ def _cut(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a] or [b""]
 
 
-message = st.tuples(
-    st.sampled_from([Opcode.TEXT, Opcode.BINARY]),
-    st.one_of(st.binary(max_size=200), st.integers(min_value=120, max_value=MAX + 500).map(lambda n: b"x" * n)),
-    st.integers(min_value=1, max_value=3),  # fragments
-    st.booleans(),  # a ping in between
+def _through_websockets(chunks: list[bytes]) -> SubscriptionRecorder:
+    """websockets' own parser, chunk by chunk, then the client's frame handling on each message."""
+    protocol = ClientProtocol(parse_uri("ws://127.0.0.1/x"), state=State.OPEN, max_size=None)
+    client = MultiMarketsMsgClient(SubscriptionSpec(token="t" * 40))
+    recorder = SubscriptionRecorder(inline_limit=10_000)
+    fragments: list[bytes] = []
+    for chunk in chunks:
+        protocol.receive_data(chunk)
+        for event in protocol.events_received():
+            if event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                fragments.append(bytes(event.data))
+                if event.fin:
+                    client._handle(b"".join(fragments), recorder)
+                    fragments = []
+        recorder.commit()
+    return recorder
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(stream_item, max_size=10), st.lists(st.integers(min_value=0), max_size=12))
+def test_any_stream_cut_into_any_chunks_gives_the_same_pushes(items: list[tuple[Any, ...]], cuts: list[int]) -> None:
+    data, pushes, unknown = _encode(items)
+    whole, cut = _through_websockets([data]), _through_websockets(_cut(data, cuts))
+    assert cut.inline == whole.inline == pushes
+    assert cut.unknown_frames == whole.unknown_frames == unknown
+    assert cut.malformed == whole.malformed == 0
+
+
+class ChunkedServer(RawServer):
+    """Plays ``script`` (the chunks of one stream) to each connection, one chunk per write."""
+
+    def __init__(self) -> None:
+        self.script: list[bytes] = []
+
+        async def play(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await accept(reader, writer)
+            await login(reader, writer)
+            sock = writer.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for chunk in self.script:
+                writer.write(chunk)
+                await writer.drain()
+                await asyncio.sleep(0.001)  # a chance for each chunk to be read on its own
+            writer.write(server_frame(Opcode.TEXT, json.dumps(END).encode()))
+            await writer.drain()
+            await behave_after_login(reader, writer)
+
+        super().__init__(play)
+
+
+END = push(999_999_999, seq=0)
+
+
+@pytest.fixture(scope="module")
+def chunked_server() -> Any:
+    with ChunkedServer() as server:
+        yield server
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
+@given(st.lists(stream_item, max_size=6), st.lists(st.integers(min_value=0), max_size=12))
+def test_over_a_real_socket_any_chunks_give_the_same_pushes(
+    chunked_server: Any, sandbox: Any, tmp_path_factory: Any, items: list[tuple[Any, ...]], cuts: list[int]
+) -> None:
+    data, pushes, unknown = _encode(items)
+    chunked_server.script = _cut(data, cuts)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        set_connection(monkeypatch, sandbox.connection(msg_ws_url=chunked_server.url))
+        out = tmp_path_factory.mktemp("chunks") / "p.jsonl"
+        event = run_subscription(token="t" * 40, max_messages=len(pushes) + 1, output_path=str(out), window=60)
+    assert event["status"] == "success", event
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == [*pushes, END] and event["summary"]["unknown_frames"] == unknown
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(message, max_size=12), st.lists(st.integers(min_value=0), max_size=8))
-def test_framing_split_matches_the_protocol(messages: list[tuple[Opcode, bytes, int, bool]], cuts: list[int]) -> None:
-    stream = b""
-    for opcode, data, parts, ping in messages:
-        size = max(1, len(data) // parts)
-        pieces = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
-        for index, piece in enumerate(pieces):
-            first, last = index == 0, index == len(pieces) - 1
-            stream += server_frame(opcode if first else Opcode.CONT, piece, fin=last)
-            if ping and not last:
-                stream += server_frame(Opcode.PING, b"are you there")
-        if ping:
-            stream += server_frame(Opcode.PING, b"p")
-    split, plain = _both(_cut(stream, cuts))
-    assert split == plain  # messages, pongs, and the ending (a message over max_size: 1009) are the same
-
-
-@pytest.mark.parametrize(
-    "bad",
-    [
-        Frame(Opcode.TEXT, b"{}").serialize(mask=True),  # a masked frame from a server
-        bytes([0xC1, 0x02]) + b"{}",  # a reserved bit (RSV1) without an extension
-        bytes([0x83, 0x00]),  # an unknown opcode
-        server_frame(Opcode.CONT, b"x"),  # a continuation with no message under way
-        server_frame(Opcode.TEXT, b"x" * (MAX + 1)),  # over max_size
-        server_frame(Opcode.CLOSE, (1000).to_bytes(2, "big") + b"bye"),  # a normal close
-        server_frame(Opcode.CLOSE, (4001).to_bytes(2, "big") + b"token expired"),
-    ],
-)
-def test_frames_the_protocol_must_judge(bad: bytes) -> None:
-    good = server_frame(Opcode.TEXT, b'{"a":1}')
-    split, plain = _both([good + bad + good])
-    assert split == plain
-    assert split["messages"] == [(b'{"a":1}', False)]  # nothing after the frame that ends it
-    assert split["state"] is not State.OPEN
-
-
-def test_close_then_more_bytes_are_not_delivered() -> None:
-    close = server_frame(Opcode.CLOSE, (1001).to_bytes(2, "big"))
-    split, plain = _both([server_frame(Opcode.TEXT, b"1") + close, server_frame(Opcode.TEXT, b"2")])
-    assert split == plain and split["messages"] == [(b"1", False)]
-    assert (Opcode.CLOSE, (1001).to_bytes(2, "big")) in split["answers"]  # the closing handshake answered
+def test_connect_arguments_follow_the_connection() -> None:
+    """What websockets is asked for: TLS only for wss://, compression as configured, the bounds."""
+    plain = connect_arguments(
+        parse_uri("ws://h/x"),
+        verify=True,
+        compression="none",
+        open_timeout=5,
+        max_size=10,
+        ping_interval=15,
+        ping_timeout=35,
+    )
+    assert "ssl" not in plain and plain["compression"] is None and plain["max_size"] == 10
+    assert plain["ping_interval"] == 15 and plain["ping_timeout"] == 35 and plain["write_limit"] == 64 * 1024
+    secure = connect_arguments(
+        parse_uri("wss://h/x"),
+        verify=False,
+        compression="deflate",
+        open_timeout=5,
+        max_size=10,
+        ping_interval=15,
+        ping_timeout=35,
+    )
+    assert secure["ssl"].verify_mode is ssl.CERT_NONE and secure["compression"] == "deflate"
 
 
 # ---- over loopback --------------------------------------------------------------------------------
@@ -259,20 +294,19 @@ def test_subscription_through_an_http_proxy(sandbox_factory: Any, monkeypatch: p
 
 
 def test_proxy_choice_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ws_proxy", "wss_proxy", "https_proxy", "http_proxy", "all_proxy", "socks_proxy", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.upper(), raising=False)
+    """websockets' own choice (wss_proxy/ws_proxy, SOCKS, https_proxy, http_proxy; no_proxy), checked."""
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
     uri = parse_uri("wss://gateway.example/openMsg/1")
-    assert _proxy_for(uri) is None
+    assert choose_proxy(uri) is None
     monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
-    chosen = _proxy_for(uri)
-    assert chosen is not None and (chosen.hostname, chosen.port) == ("proxy.example", 3128)
+    assert choose_proxy(uri) == "http://proxy.example:3128"
+    monkeypatch.setenv("wss_proxy", "http://ws-proxy.example:8080")
+    assert choose_proxy(uri) == "http://ws-proxy.example:8080"  # the WebSocket-specific one first
     monkeypatch.setenv("no_proxy", "gateway.example")
-    assert _proxy_for(uri) is None
-    monkeypatch.delenv("no_proxy")
-    monkeypatch.setenv("wss_proxy", "socks5h://127.0.0.1:1080")
-    with pytest.raises(MultiMarketsMsgError, match="SOCKS proxy .* HTTP\\(S\\) proxies only"):
-        _proxy_for(uri)
+    assert choose_proxy(uri) is None
+    assert choose_proxy(parse_uri("ws://other.example/x")) == "http://proxy.example:3128"  # ws:// takes https_proxy too
 
 
 def test_per_message_deflate_when_asked(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -291,6 +325,7 @@ def test_per_message_deflate_when_asked(sandbox_factory: Any, monkeypatch: pytes
 
 
 def test_tls_context_follows_verify(tmp_path: Path) -> None:
+    """``verify`` of the connection: websockets gets this context for wss:// (and none for ws://)."""
     assert ssl_context(True).verify_mode is ssl.CERT_REQUIRED and ssl_context(True).check_hostname
     unverified = ssl_context(False)
     assert unverified.verify_mode is ssl.CERT_NONE and not unverified.check_hostname

@@ -53,9 +53,20 @@ def test_frames_as_documented() -> None:
 
 
 def test_login_subscribe_ping_cancel_logout_framing(mm_conn: dict[str, Any], sandbox: Any) -> None:
-    token = MultiMarketsHook().get_msg_token()
-    event = run_trigger(token=token, trade_types="2", deadline=time.time() + 1.2, ping_interval=0.3)
-    assert event["status"] == "success" and event["summary"]["stop_reason"] == "window"
+    hook = MultiMarketsHook()
+    token = hook.get_msg_token()
+
+    def push_after_three_pings() -> None:  # an event, not a window: the run ends on the push
+        deadline = time.monotonic() + 60
+        while sandbox.app.ws_stats["pings"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        hook.call(ORDER, ORDER_BODY, idempotent=False)
+
+    thread = threading.Thread(target=push_after_three_pings)
+    thread.start()
+    event = run_trigger(token=token, trade_types="2", max_messages=1, ping_interval=0.1, window=60)
+    thread.join()
+    assert event["status"] == "success" and event["summary"]["stop_reason"] == "max_messages"
     frames = list(sandbox.app.client_frames)
     types = [f["head"]["msgType"] for f in frames]
     assert types[:2] == ["login", "subscribe_asset"]
@@ -91,7 +102,9 @@ def test_stop_until_order_final(mm_conn: dict[str, Any], sandbox: Any) -> None:
     placed: dict[str, Any] = {}
 
     def place() -> None:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 60  # once the subscription is up (an event, not a fixed sleep)
+        while not any("2" in s.trade_types for s in sandbox.state.streams.values()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         hook.call(ORDER, ORDER_BODY, idempotent=False)  # another order first: not the one tracked
         placed.update(hook.call(ORDER, ORDER_BODY, idempotent=False))
 
@@ -144,9 +157,14 @@ def test_server_that_stops_answering_pings(streaming: Any) -> None:
     faults = streaming.state.faults.ws
 
     def go_silent_then_recover() -> None:
-        time.sleep(0.4)
+        # events, not fixed sleeps: silent once pushes flow, back once the client reconnected (idle seen)
+        deadline = time.monotonic() + 60
+        while streaming.app.ws_stats["pushed"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        connections = streaming.app.ws_stats["connections"]
         faults.silent = True
-        time.sleep(1.2)
+        while streaming.app.ws_stats["connections"] <= connections and time.monotonic() < deadline:
+            time.sleep(0.01)
         faults.silent = False
 
     thread = threading.Thread(target=go_silent_then_recover)

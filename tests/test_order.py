@@ -206,15 +206,15 @@ def _tracked(**kwargs: Any) -> MultiMarketsMarketOrderOperator:
 
 
 def test_refused_subscription_places_nothing(sandbox: Any, mm_conn: dict[str, Any]) -> None:
-    sandbox.state.faults.ws.refuse_subscribe = True
-    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*refused subscribe_asset"):
+    sandbox.state.faults.ws.refuse_login = True  # subscribe_fail: the documented refusal
+    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*refused the msg token"):
         _tracked().execute(_context(FakeTI()))
     assert sandbox.state.orders == []
 
 
 def test_no_login_answer_places_nothing_unless_opted_in(sandbox: Any, mm_conn: dict[str, Any]) -> None:
     sandbox.state.faults.ws.silent = True
-    with pytest.raises(MultiMarketsOrderError, match=r"NOT placed.*did not answer the login \(no subscribe_success\)"):
+    with pytest.raises(MultiMarketsOrderError, match=r"NOT placed.*did not answer the login"):
         _tracked(login_timeout=0.5).execute(_context(FakeTI()))
     assert sandbox.state.orders == []
     result = _tracked(login_timeout=0.5, untracked_if_no_login=True, window_seconds=2, poll_interval=0.2).execute(
@@ -229,25 +229,13 @@ def test_no_login_answer_places_nothing_unless_opted_in(sandbox: Any, mm_conn: d
 
 
 def test_no_acknowledgement_of_subscribe_asset_is_awaited(sandbox: Any, mm_conn: dict[str, Any]) -> None:
-    """The login answered, subscribe_asset sent, no acknowledgement of it: the order is placed and tracked."""
-    from airflow_provider_multimarkets.sandbox import server
-
-    sent: list[str] = []
-    real_send = server._Connection.send
-
-    async def send(self: Any, obj: Any) -> None:
-        if isinstance(obj, dict) and obj.get("msgCode") == "subscribe_asset":
-            sent.append("dropped")
-            return  # no gateway documents this frame: the sandbox does not send it here
-        await real_send(self, obj)
-
-    server._Connection.send = send  # type: ignore[method-assign]
-    try:
-        result = _tracked().execute(_context(FakeTI()))
-    finally:
-        server._Connection.send = real_send  # type: ignore[method-assign]
-    assert sent == ["dropped"] and len(sandbox.state.orders) == 1
+    """Strict mode: the sandbox sends only documented frames (no answer to subscribe_asset, no pong). The
+    login answered and subscribe_asset sent, the order is placed and tracked."""
+    assert sandbox.state.config.strict_frames
+    result = _tracked().execute(_context(FakeTI()))
+    assert len(sandbox.state.orders) == 1
     assert result["fill"]["tracked"] and result["fill"]["final_status"] == "completed"
+    assert result["subscription"].get("answer_frames", 0) == 0  # nothing but the login answer and pushes came
 
 
 def test_deprecated_ack_arguments_warn_and_map_to_the_login_ones() -> None:

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from airflow_provider_multimarkets._compat import mask_msg_token
 from airflow_provider_multimarkets.api.retry import backoff_delay
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
@@ -40,20 +41,24 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsMsgAuthError,
     MultiMarketsMsgError,
 )
-from airflow_provider_multimarkets.messaging.codec import bytes_loads, decode_frame
+from airflow_provider_multimarkets.messaging.codec import bytes_loads, decode_frame, too_deep
 from airflow_provider_multimarkets.messaging.frames import (
-    CONTROL_CODES,
+    LOGIN_ANSWER_CODE,
     NOTICE_CODE,
     NOTICE_UPDATE_TYPES,
     PNL_PREFIXES,
+    TRADE_CODE,
     ack_code,
     build_frame,
+    content_of,
     is_push,
+    is_unknown,
     notice_update_type,
     parse_pnl_frame,
     parse_server_frame,
     session_end,
 )
+from airflow_provider_multimarkets.messaging.limits import CLOSE_TIMEOUT, DRAIN_SECONDS, STALL_SECONDS, WRITE_LIMIT
 from airflow_provider_multimarkets.messaging.subscription import OrderCondition, SubscriptionRecorder
 from airflow_provider_multimarkets.storage.files import write_atomic
 from airflow_provider_multimarkets.storage.logs import open_push_log
@@ -69,14 +74,12 @@ MAX_STAGED = 1024
 
 
 class _Idle(Exception):
-    """No frame at all (pong included) for ``idle_timeout`` seconds: the server is hung."""
+    """No complete frame (data, ping, pong or close) for ``idle_timeout`` seconds: the server is hung,
+    or sends a frame so slowly that it never completes."""
 
 
-class _Closed(Exception):
-    """The server closed the connection normally (1000/1001) before a stop condition held."""
-
-    def __init__(self, code: int | None, reason: str) -> None:
-        super().__init__(f"the server closed the connection ({code}{': ' + reason if reason else ''})")
+class _Stalled(Exception):
+    """The server has not read what the client sent for :data:`STALL_SECONDS` (write buffer full)."""
 
 
 @dataclass(kw_only=True)
@@ -131,24 +134,38 @@ class MultiMarketsMsgClient:
     """The message WebSocket client: one subscription, from login to logout, on top of a push log.
 
     Used by :class:`~airflow_provider_multimarkets.triggers.msg_subscribe.MultiMarketsMsgSubscribeTrigger`
-    (in the triggerer) and by the order operator (in the worker, with ``on_subscribed``).
+    (in the triggerer), by the push-event watcher, and by the order operator (in the worker, with
+    ``on_ready``).
+
+    The socket is websockets' own asyncio client (:mod:`..ws` chooses its TLS, proxy and limits).
+    On top of it the client sends ``login`` and ``subscribe_asset``, an application ``ping``
+    every ``ping_interval`` seconds (the docs ask for one every 15 s; websockets' own protocol
+    pings run at the same interval and detect a dead peer), reads every frame, and writes the
+    pushes to the push log.
+
+    **The order operator's signal, ``on_ready``.** It runs once, as its own task, as soon as both
+    hold on one connection: the login was answered with ``subscribe_success`` (the answer the
+    vendor's H5 client waits for), and ``subscribe_asset`` was sent (it is sent right after
+    ``login``, as the H5 client does). Nothing waits for an answer to ``subscribe_asset`` or for a
+    ``pong``: neither the docs nor the H5 client show one. An answer that does come is logged; one
+    that refuses the subscription (a ``content.code`` other than ``"0"``) ends it, since pushes
+    would not come. ``on_ready`` may return an order id to wait for (``until_order_id``). A
+    connection that drops while it runs neither cancels it nor loses its result. A refused login
+    (``subscribe_fail``, or a close 4001) never runs it; no login answer within ``login_grace``
+    seconds ends the subscription without running it, unless ``ready_without_login_answer`` is
+    set (then it runs after the grace period, with a warning).
 
     :param spec: what to subscribe to and when to stop (:class:`SubscriptionSpec`).
-    :param on_subscribed: run once, when the login is answered (``subscribe_success``, the frame the
-        vendor's H5 client waits for) and ``subscribe_asset`` has been sent; may return an order id
-        to wait for. No gateway documents an acknowledgement of ``subscribe_asset``: one that comes
-        is logged, never awaited (a refusal that comes first still ends the subscription without
-        running the callback). It runs as its own task, so a connection that drops while it is in
-        flight neither cancels it nor loses its result. No login answer within ``login_timeout``
-        seconds ends the subscription without running it, unless ``callback_without_login`` is set
-        (then it runs after that time, with a warning).
-    :param handover: with ``on_subscribed``: end the subscription as soon as the callback has
-        returned (unless the order it returned is already final), closing the connection without
-        ``cancel_subscribe_asset``/``logout``, so that another client (a trigger) resumes the same
-        stream with the same token and push log. The summary's ``stop_reason`` is ``handover``.
+    :param on_ready: the signal above (a coroutine function), or ``None``.
     :param on_push: called with every push once the push log counts it (written and flushed; or
         appended by another writer of the same log), not with those the log held when it was
         opened: the event trigger's way to turn pushes into events. It must not block.
+    :param login_grace: seconds to wait for the login answer before giving up on ``on_ready``.
+    :param ready_without_login_answer: run ``on_ready`` after ``login_grace`` even without an answer.
+    :param handover: with ``on_ready``: end the subscription as soon as ``on_ready`` has returned
+        (unless the order it returned is already final), closing the connection without
+        ``cancel_subscribe_asset``/``logout``, so that another client (the order tracking trigger)
+        resumes the same stream with the same token and push log. ``stop_reason``: ``handover``.
     :param log: where to log (the trigger's or the operator's logger).
     """
 
@@ -156,10 +173,10 @@ class MultiMarketsMsgClient:
         self,
         spec: SubscriptionSpec,
         *,
-        on_subscribed: Callable[[], Awaitable[str | None]] | None = None,
+        on_ready: Callable[[], Awaitable[str | None]] | None = None,
         on_push: Callable[[dict[str, Any]], None] | None = None,
-        login_timeout: float = 10.0,
-        callback_without_login: bool = False,
+        login_grace: float = 10.0,
+        ready_without_login_answer: bool = False,
         handover: bool = False,
         log: logging.Logger | logging.LoggerAdapter[Any] | Any | None = None,
     ) -> None:
@@ -167,16 +184,17 @@ class MultiMarketsMsgClient:
         self.log = log if log is not None else logging.getLogger(__name__)
         self._ws: Any = None
         self._push_log: PushLog | None = None
-        self.on_subscribed = on_subscribed
+        self.on_ready = on_ready
         self.on_push = on_push
-        self.login_timeout = login_timeout
-        self.callback_without_login = callback_without_login
+        self.login_grace = login_grace
+        self.ready_without_login_answer = ready_without_login_answer
         self.handover = handover
-        self._callback: asyncio.Future[str | None] | None = None
-        self._callback_seen = False
+        self._ready: asyncio.Future[str | None] | None = None
+        self._ready_seen = False
+        self._ready_blocked = False
         self._loads = bytes_loads()
-        self._subscribed_done = False
         self._login_answered = False
+        self._login_sent_at = 0.0
 
     def __repr__(self) -> str:
         return (
@@ -207,11 +225,6 @@ class MultiMarketsMsgClient:
             raise MultiMarketsConfigError(missing_connection_message(self.spec.multimarkets_conn_id)) from None
         return settings_from_airflow_connection(conn, self.spec.multimarkets_conn_id)
 
-    async def _mask_token(self) -> None:
-        from airflow_provider_multimarkets._compat import amask_secret
-
-        await amask_secret(self.spec.token)
-
     # ---- run ---------------------------------------------------------------------------------------
 
     async def subscribe(self) -> dict[str, Any]:
@@ -223,11 +236,14 @@ class MultiMarketsMsgClient:
             max_messages=self.spec.max_messages,
             until=OrderCondition(self.spec.until_order_id) if self.spec.until_order_id else None,
             inline_limit=0 if self.spec.output_path else self.spec.inline_limit,
-            keep_recent=self.on_subscribed is not None,
+            keep_recent=self.on_ready is not None,
+            secret=self.spec.token,
         )
         state = _RunState(None if not log_path or is_object_store_url(log_path) else local_path(log_path))
         try:
-            await self._mask_token()
+            # Airflow's masker recompiles one expression over every secret it holds on each
+            # addition: one pattern for every token of the documented shape instead (once per process)
+            mask_msg_token(self.spec.token)
             if not self.spec.token:
                 raise MultiMarketsMsgAuthError(
                     "No msg token was given. Fetch one with GetMsgTokenOperator (getMsgPushToken) and pass its output."
@@ -252,25 +268,41 @@ class MultiMarketsMsgClient:
             try:
                 await self._listen(settings, recorder, state)
             finally:
-                await self._settle_callback()
+                await self._settle_ready()
             event = {"status": "success", "summary": recorder.summary(output_path=self.spec.output_path)}
         except MultiMarketsError as exc:
-            event = {
-                "status": "error",
-                "error_type": type(exc).__name__,
-                "message": str(exc),
-                "summary": recorder.summary(output_path=self.spec.output_path),
-            }
+            event = self._error_event(type(exc).__name__, str(exc), recorder)
+        except PushLogError as exc:
+            event = self._error_event("MultiMarketsMsgError", str(exc), recorder)
+        except Exception as exc:  # a defect of ours or of a library: still an event, never a raw exception
+            self.log.error(
+                "Message subscription ended by an unexpected %s: %s", type(exc).__name__, _scrub(exc, self.spec.token)
+            )
+            self.log.debug("Unexpected error in the message subscription", exc_info=True)
+            event = self._error_event(
+                "MultiMarketsMsgError",
+                f"The message subscription ended by an unexpected error ({type(exc).__name__}: "
+                f"{_scrub(exc, self.spec.token)}). What was written to the push log stays there; please report this.",
+                recorder,
+            )
         finally:
             state.save(recorder)
             self._close_log()
         return event
 
-    async def _settle_callback(self) -> None:
-        """Wait (bounded) for a callback still in flight, so its outcome is known when the run ends."""
-        callback = self._callback
-        if callback is not None and not callback.done():
-            await asyncio.wait({callback}, timeout=120)
+    def _error_event(self, error_type: str, message: str, recorder: SubscriptionRecorder) -> dict[str, Any]:
+        try:
+            summary = recorder.summary(output_path=self.spec.output_path)
+        except Exception:  # pragma: no cover - the summary of a log that failed half-way
+            summary = {"messages": recorder.messages}
+        return {"status": "error", "error_type": error_type, "message": message, "summary": summary}
+
+    async def _settle_ready(self) -> None:
+        """Wait (bounded) for ``on_ready`` still in flight, so its outcome is known when the run ends."""
+        self._ready_blocked = True  # a signal that has not started yet never starts now
+        ready = self._ready
+        if ready is not None and not ready.done():
+            await asyncio.wait({ready}, timeout=120)
 
     def _close_log(self) -> None:
         log, self._push_log = self._push_log, None
@@ -281,7 +313,13 @@ class MultiMarketsMsgClient:
         return None if self.spec.deadline is None else self.spec.deadline - time.time()
 
     async def _listen(self, settings: Any, recorder: SubscriptionRecorder, state: _RunState) -> None:
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+        from websockets.exceptions import (
+            ConnectionClosed,
+            InvalidHandshake,
+            InvalidProxyStatus,
+            InvalidStatus,
+            InvalidURI,
+        )
 
         url = settings.ws_url()
         failures = 0
@@ -301,6 +339,14 @@ class MultiMarketsMsgClient:
                 raise MultiMarketsMsgError(
                     f"The message WebSocket URL {url!r} is invalid ({exc}). Fix the connection extra 'msg_ws_url'."
                 ) from None
+            except InvalidProxyStatus as exc:
+                status = exc.response.status_code
+                if status == 407:
+                    raise MultiMarketsMsgError(
+                        "The proxy for the message WebSocket asks for credentials (HTTP 407). Put them in the proxy "
+                        "URL (https_proxy=http://user:password@host:port) or add the platform's host to no_proxy."
+                    ) from None
+                reason = f"the proxy refused CONNECT (HTTP {status})"
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 if status in (401, 403):
@@ -314,22 +360,16 @@ class MultiMarketsMsgClient:
                     ) from None
                 reason = f"handshake answered HTTP {status}"
             except InvalidHandshake as exc:  # a server restarting, a proxy answering garbage
-                reason = f"handshake failed ({type(exc).__name__}: {str(exc)[:200]})"
+                reason = f"handshake failed ({type(exc).__name__}: {_cause(exc)})"
             except ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code in AUTH_CLOSE_CODES:
-                    raise MultiMarketsMsgAuthError(_auth_message(exc.rcvd.reason)) from None
-                if any(f is not None and f.code == TOO_BIG_CLOSE_CODE for f in (exc.sent, exc.rcvd)):
-                    raise MultiMarketsMsgError(
-                        f"The message WebSocket sent a frame larger than max_frame_bytes={self.spec.max_frame_bytes}, so "
-                        "the connection was closed (1009): it would come again after a reconnect. Raise the "
-                        "operator's max_frame_bytes."
-                    ) from None
-                code = exc.rcvd.code if exc.rcvd is not None else "no close frame"
-                reason = f"connection closed ({code})"
-            except _Closed as exc:
-                reason = str(exc)
+                reason = self._closed(exc)
             except _Idle:
-                reason = f"no frame for {self._idle_timeout():g} s (server not answering pings)"
+                reason = f"no complete frame for {self._idle_timeout():g} s (idle_timeout): the server is not answering"
+            except _Stalled:
+                reason = (
+                    f"the server has not read what the client sent for {STALL_SECONDS:g} s (its write buffer is over "
+                    f"{WRITE_LIMIT // 1024} KiB): a proxy or gateway that stopped reading"
+                )
             except (OSError, asyncio.TimeoutError) as exc:
                 reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (handshake timed out)"
             else:
@@ -348,13 +388,38 @@ class MultiMarketsMsgClient:
             state.save(recorder)
             remaining = self._remaining()
             if remaining is not None and remaining <= delay:
-                await asyncio.sleep(max(remaining, 0))
+                await _pause(max(remaining, 0))
                 self._window_over(recorder, url)
                 break
             self.log.warning(
                 "Message WebSocket: %s; reconnecting in %.2f s (reconnect %d).", reason, delay, recorder.reconnects
             )
-            await asyncio.sleep(delay)
+            await _pause(delay)
+
+    def _closed(self, exc: Any) -> str:
+        """How a connection ended (websockets' ``ConnectionClosed``): raise when it must not be retried,
+        else the reason, for ``last_error``. A close frame is read as that close whenever it came."""
+        rcvd, sent = exc.rcvd, exc.sent
+        if rcvd is not None and rcvd.code in AUTH_CLOSE_CODES:
+            raise MultiMarketsMsgAuthError(_auth_message(rcvd.reason))
+        for frame in (sent, rcvd):
+            if frame is not None and frame.code == TOO_BIG_CLOSE_CODE:
+                if "fragment" in (frame.reason or ""):
+                    raise MultiMarketsMsgError(
+                        "The message WebSocket sent a message in more fragments than websockets accepts "
+                        "(WEBSOCKETS_MAX_FRAGMENTS, 4096 by default), so the connection was closed (1009). A gateway "
+                        "does not do this: check what sits between the triggerer and the platform."
+                    ) from None
+                raise MultiMarketsMsgError(
+                    f"The message WebSocket sent a frame larger than max_frame_bytes={self.spec.max_frame_bytes}, so "
+                    "the connection was closed (1009): it would come again after a reconnect. Raise the "
+                    "operator's max_frame_bytes."
+                ) from None
+        if rcvd is not None:
+            return f"the server closed the connection ({rcvd.code}{': ' + rcvd.reason[:200] if rcvd.reason else ''})"
+        if sent is not None:
+            return f"the client closed the connection ({sent.code}{': ' + sent.reason[:200] if sent.reason else ''})"
+        return "the connection dropped without a close frame"
 
     def _window_over(self, recorder: SubscriptionRecorder, url: str) -> None:
         """The window ended: fine, unless no connection was ever established in it."""
@@ -370,9 +435,11 @@ class MultiMarketsMsgClient:
         return self.spec.idle_timeout if self.spec.idle_timeout is not None else 2 * self.spec.ping_interval + 5
 
     async def _session(self, url: str, settings: Any, recorder: SubscriptionRecorder, state: _RunState) -> None:
-        from websockets.exceptions import ConnectionClosedOK
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+        from websockets.uri import parse_uri
 
-        from airflow_provider_multimarkets.messaging.connection import open_connection
+        from airflow_provider_multimarkets.messaging.ws import connect_arguments
 
         lang = settings.lang or "en-US"
         seq = 0
@@ -386,42 +453,35 @@ class MultiMarketsMsgClient:
         open_timeout = (
             self.spec.open_timeout if remaining is None else max(0.05, min(self.spec.open_timeout, remaining))
         )
-        handle, log = self._handle, recorder.log
-
-        # Every message of one network read is handled in one pass, then written in one append
-        # (on_batch) before the next read: a push counts only once written, so a kill loses
-        # nothing counted (what was not written yet is sent again, like what was in the socket).
-        def on_message(data: bytes, binary: bool) -> bool:
-            handle(data, binary, recorder)
-            if log.pending >= MAX_STAGED:
-                recorder.commit(force=False)
-            return recorder.done
-
-        def on_batch() -> bool:
-            if log.pending:
-                recorder.commit(force=False)
-            return recorder.done
-
-        ws = await open_connection(
-            url,
-            on_message=on_message,
-            on_batch=on_batch,
+        arguments = connect_arguments(
+            parse_uri(url),
+            verify=settings.verify,
+            compression=settings.msg_ws_compression,
             open_timeout=open_timeout,
             max_size=self.spec.max_frame_bytes,
-            compression=settings.msg_ws_compression,
-            verify=settings.verify,
+            # websockets' protocol pings: any WebSocket server answers them, so a quiet but live
+            # gateway is never idle, and a dead one is found even when it answers no application ping
+            ping_interval=self.spec.ping_interval,
+            ping_timeout=self._idle_timeout(),
         )
+        ws = await connect(url, **arguments)
         self._ws = ws
+        self._login_answered = False
+        graceful = True
         try:
             recorder.connections += 1
             state.save(recorder)
-            await ws.send(next_frame("login"))
-            await ws.send(next_frame("subscribe_asset", {"tradeTypes": self.spec.trade_types}))
+            try:
+                await self._send(ws, next_frame("login"))
+                self._login_sent_at = time.monotonic()
+                await self._send(ws, next_frame("subscribe_asset", {"tradeTypes": self.spec.trade_types}))
+            except ConnectionClosed:
+                await self._read_after_close(ws, recorder)  # a refused login says why before the close
+                raise
             self.log.info("Message WebSocket: logged in and subscribed to tradeTypes %s.", self.spec.trade_types)
-            self._login_answered = False
-            # The connection reads (no task or timer per message: the hot path); one task keeps
-            # time: pings, the window, a silent server, and the sync-mode "after subscribed" callback.
-            reader = asyncio.ensure_future(ws.wait())
+            # One task reads (recv per frame, pushes of one read written in one append); one keeps
+            # time: pings, the window, a silent or stalled server, and the order operator's signal.
+            reader = asyncio.ensure_future(self._read(ws, recorder))
             ticker = asyncio.create_task(self._tick(ws, recorder, next_frame))
             try:
                 done, _ = await asyncio.wait({reader, ticker}, return_when=asyncio.FIRST_COMPLETED)
@@ -429,47 +489,74 @@ class MultiMarketsMsgClient:
                 for task in (reader, ticker):
                     task.cancel()
                 await asyncio.gather(reader, ticker, return_exceptions=True)
-            for task in done:
-                try:
-                    task.result()  # re-raise ConnectionClosed, _Idle, auth errors, callback errors
-                except ConnectionClosedOK:  # a normal close (1000/1001) before a stop condition: reconnect, counted
-                    if not recorder.done:
-                        raise _Closed(ws.close_code, ws.close_reason or "") from None
-            if recorder.done and recorder.stop_reason != "handover":
-                await self._goodbye(ws, next_frame)
+            for task in sorted(done, key=lambda t: t is not ticker):  # the ticker's window end first
+                error = None if task.cancelled() else task.exception()
+                if error is None or recorder.done:
+                    continue
+                if isinstance(error, ConnectionClosed) and task is ticker:
+                    await self._read_after_close(ws, recorder)  # a ping found the close: read what came first
+                task.result()  # re-raise ConnectionClosed, _Idle, _Stalled, session ends, signal errors
+            if recorder.done and recorder.stop_reason != "handover":  # a handover keeps the subscription
+                graceful = await self._goodbye(ws, recorder, next_frame)
+        except (_Idle, _Stalled):
+            graceful = False
+            raise
         finally:
             self._ws = None
             try:
                 recorder.commit()  # what an error interrupted in the middle of a read
             finally:
-                await ws.close(timeout=2)
+                await _close(ws, graceful=graceful)
+
+    async def _read_after_close(self, ws: Any, recorder: SubscriptionRecorder) -> None:
+        """The frames received before a close that a send found first: handled as if read in order
+        (a ``subscribe_fail`` then raises why the login was refused). Returns when none is left."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await asyncio.wait_for(self._read(ws, recorder), CLOSE_TIMEOUT + 1)
+        except (ConnectionClosed, asyncio.TimeoutError):
+            pass
+
+    async def _send(self, ws: Any, text: str) -> None:
+        """Send one frame; a server that has not read for :data:`STALL_SECONDS` ends the connection."""
+        try:
+            await asyncio.wait_for(ws.send(text), STALL_SECONDS)
+        except asyncio.TimeoutError:
+            raise _Stalled from None
+
+    async def _read(self, ws: Any, recorder: SubscriptionRecorder) -> None:
+        """Every frame, as it comes; the pushes staged from frames already received are written in one
+        append once no more is waiting (a push counts only once written)."""
+        handle, log = self._handle, recorder.log
+        consumed = ws.messages_in
+        while not recorder.done:
+            data = await ws.recv(decode=False)
+            consumed += 1
+            handle(data, recorder)
+            if log.pending and (consumed >= ws.messages_in or log.pending >= MAX_STAGED):
+                recorder.commit(force=False)
 
     async def _tick(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> None:
         clock = time.monotonic
-        subscribed_at = clock()
-        next_ping = subscribed_at + self.spec.ping_interval
+        next_ping = clock() + self.spec.ping_interval
         idle = self._idle_timeout()
         while not recorder.done:
             now = clock()
-            waiting_callback = self.on_subscribed is not None and not self._subscribed_done
-            if waiting_callback and not self._login_answered and now - subscribed_at >= self.login_timeout:
-                if not self.callback_without_login:
+            waiting_signal = self.on_ready is not None and self._ready is None
+            if waiting_signal and not self._login_answered and now - self._login_sent_at >= self.login_grace:
+                if not self.ready_without_login_answer:
                     raise MultiMarketsMsgError(
-                        f"The message WebSocket did not answer the login (no subscribe_success) within "
-                        f"{self.login_timeout:g} s, so nothing was placed: the fill could not be tracked. Check the "
-                        "platform and the connection's msg_ws_url, or opt into untracked placement."
+                        f"The message WebSocket did not answer the login (subscribe_success) within "
+                        f"{self.login_grace:g} s, so nothing was placed: the fill could not be tracked. Check the "
+                        "platform, or opt into untracked placement."
                     )
-                self.log.warning(
-                    "Message WebSocket: no answer to the login (subscribe_success); going on as configured."
-                )
-            if waiting_callback and (self._login_answered or now - subscribed_at >= self.login_timeout):
-                self._subscribed_done = True
-                assert self.on_subscribed is not None
-                self._callback = asyncio.ensure_future(self.on_subscribed())
-            callback = self._callback
-            if callback is not None and callback.done() and not self._callback_seen:
-                self._callback_seen = True
-                order_id = callback.result()  # re-raises the callback's error
+                self.log.warning("Message WebSocket: no answer to the login; going on as configured.")
+                self._start_ready()
+            ready = self._ready
+            if ready is not None and ready.done() and not self._ready_seen:
+                self._ready_seen = True
+                order_id = ready.result()  # re-raises the signal's error
                 if order_id:
                     recorder.set_until(OrderCondition(str(order_id)))
                 if self.handover:
@@ -480,52 +567,62 @@ class MultiMarketsMsgClient:
                 recorder.finish("window")
                 return
             if now >= next_ping:
-                await ws.send(next_frame("ping"))
+                await self._send(ws, next_frame("ping"))
                 next_ping = now + self.spec.ping_interval
-            if now - ws.last_data >= idle:
+            if now - ws.last_frame >= idle:
                 raise _Idle
+            stalled = ws.stalled_since
+            if stalled is not None and now - stalled >= STALL_SECONDS:
+                raise _Stalled
             if recorder.log.pending:
                 recorder.commit(force=False)  # a segment that is due (object stores)
-            wait = min(next_ping - now, idle - (now - ws.last_data))
-            if waiting_callback or (self._callback is not None and not self._callback_seen):
+            wait = min(next_ping - now, idle - (now - ws.last_frame))
+            if waiting_signal or (ready is not None and not self._ready_seen):
                 wait = min(wait, 0.05)
-            if recorder.log.pending:
+            if recorder.log.pending or stalled is not None:
                 wait = min(wait, 0.5)
             if remaining is not None:
                 wait = min(wait, remaining)
             await asyncio.sleep(max(wait, 0.001))
 
-    def _handle(self, data: bytes, binary: bool, recorder: SubscriptionRecorder) -> None:
+    def _start_ready(self) -> None:
+        """Run ``on_ready`` once, as its own task (see the class docs)."""
+        if self.on_ready is None or self._ready is not None or self._ready_blocked:
+            return
+        on_ready = self.on_ready
+
+        async def signal() -> str | None:
+            if self._ready_blocked:  # the subscription ended before the task got to run
+                return None
+            return await on_ready()
+
+        self._ready = asyncio.ensure_future(signal())
+
+    def _handle(self, data: bytes, recorder: SubscriptionRecorder) -> None:
         """One whole message as received (a text message's UTF-8 bytes, or a binary message)."""
-        if not binary:  # the hot path: a push in a text frame, written as received
-            try:
-                frame = self._loads(data)
-            except ValueError:  # not UTF-8 JSON as it stands (a BOM, NaN, ...): the general path below
-                frame = None
-            if type(frame) is dict:
-                code = frame.get("msgCode")
-                if type(code) is str and code not in CONTROL_CODES and b"\n" not in data and b"\r" not in data:
-                    recorder.stage_line(frame, data)
-                    return
+        if too_deep(data):
+            self._malformed(recorder)
+            return
+        try:  # the hot path: a trade push, UTF-8 JSON on one line, written as received
+            frame = self._loads(data)
+        except ValueError:  # not UTF-8 JSON as it stands (a BOM, UTF-16, NaN, ...): the general path below
+            frame = None
+        if type(frame) is dict and frame.get("msgCode") == TRADE_CODE and b"\n" not in data and b"\r" not in data:
+            recorder.stage_line(frame, data)
+            return
         text = decode_frame(data)
         frame = None if text is None else parse_server_frame(text)
-        if frame is not None and text is not None:
-            code = frame.get("msgCode")
-            if type(code) is str and code not in CONTROL_CODES:
-                recorder.stage(frame, text)  # a push that needed decoding or re-encoding
-                return
         if frame is None or text is None:
             pnl = parse_pnl_frame(text) if text is not None and text[:2] in PNL_PREFIXES else None
             if pnl is not None:
                 recorder.record_pnl(pnl)
-                return
-            recorder.malformed += 1
-            if recorder.malformed in (1, 10, 100, 1000):
-                self.log.warning("Message WebSocket: skipped %d malformed frame(s).", recorder.malformed)
+            else:
+                self._malformed(recorder)  # not JSON (nor a P&L text frame), or not an object
             return
         end = session_end(frame)
         if end is not None:
             if end.refused:
+                self._ready_blocked = True
                 raise MultiMarketsMsgAuthError(_auth_message(end.cause))
             if end.auth:
                 raise MultiMarketsMsgAuthError(
@@ -533,42 +630,115 @@ class MultiMarketsMsgClient:
                     "new one with GetMsgTokenOperator (getMsgPushToken) and subscribe again."
                 )
             raise MultiMarketsMsgError(f"The message WebSocket session ended: {end.cause}.")
+        code = frame.get("msgCode")
         if is_push(frame):
-            if frame.get("msgCode") == NOTICE_CODE:
+            if code == NOTICE_CODE:
                 kind = notice_update_type(frame)
                 name = NOTICE_UPDATE_TYPES.get(kind, "") if kind is not None else ""
                 self.log.info("Message WebSocket notice: updateType %s %s.", kind, name)
             recorder.stage(frame, text)
-        elif frame.get("msgCode") == "subscribe_success":
-            self._login_answered = True
+        elif code == LOGIN_ANSWER_CODE:
             self.log.info("Message WebSocket: login accepted (subscribe_success).")
-        elif frame.get("msgCode") == "subscribe_asset" and ack_code(frame) == "0":
-            self.log.info("Message WebSocket: subscribe_asset acknowledged (not awaited: no gateway documents it).")
-        elif frame.get("msgCode") == "subscribe_asset":
-            content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
-            placed = "It came after the callback had started." if self._subscribed_done else "Nothing was placed."
+            self._login_answered = True
+            self._start_ready()  # subscribe_asset went out right after login
+        elif is_unknown(frame):
+            recorder.record_unknown(text)
+        else:
+            self._answer(frame, recorder)
+
+    def _answer(self, frame: dict[str, Any], recorder: SubscriptionRecorder) -> None:
+        """An answer no source shows (``pong``, ``subscribe_asset``, ...): logged, never waited for."""
+        recorder.answer_frames += 1
+        code, result = frame.get("msgCode"), ack_code(frame)
+        if code == "subscribe_asset" and result not in (None, "0"):
+            content = content_of(frame)
             raise MultiMarketsMsgError(
                 f"The message WebSocket refused subscribe_asset for tradeTypes {self.spec.trade_types} (code "
-                f"{ack_code(frame)}: {str((content or {}).get('msg', ''))[:200]}). {placed} Check the "
-                "tradeTypes and the apiKey's permissions."
+                f"{result}: {str(content.get('msg', ''))[:200]}). Nothing was placed unless the order was already on "
+                "its way. Check the tradeTypes and the apiKey's permissions."
             )
-        elif frame.get("msgCode") == "error" or ack_code(frame) not in (None, "0"):
-            self.log.warning("Message WebSocket answered %s: %s", frame.get("msgCode"), frame.get("content"))
+        if code == "subscribe_asset":
+            self.log.info("Message WebSocket: subscribe_asset answered (code %s); nothing waits for it.", result)
+        elif code == "error" or result not in (None, "0"):
+            self.log.warning("Message WebSocket answered %s: %s", code, str(frame.get("content"))[:300])
 
-    async def _goodbye(self, ws: Any, next_frame: Any) -> None:
-        """Best effort: cancel the subscription and log out before closing."""
+    def _malformed(self, recorder: SubscriptionRecorder) -> None:
+        recorder.malformed += 1
+        if recorder.malformed in (1, 10, 100, 1000):
+            self.log.warning("Message WebSocket: skipped %d malformed frame(s).", recorder.malformed)
+
+    async def _goodbye(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> bool:
+        """Cancel the subscription and log out, then read what the server still delivers until it
+        closes (at most :data:`DRAIN_SECONDS`): those pushes are written too. After ``max_messages``
+        nothing more is read: the subscription asked for that many. ``False`` when the server did
+        not close in time (the connection is then aborted, not closed with a handshake)."""
+        from websockets.exceptions import ConnectionClosed
+
         try:
-            await ws.send(next_frame("cancel_subscribe_asset", {"tradeTypes": self.spec.trade_types}))
-            await ws.send(next_frame("logout"))
+            await self._send(ws, next_frame("cancel_subscribe_asset", {"tradeTypes": self.spec.trade_types}))
+            await self._send(ws, next_frame("logout"))
         except Exception:
             self.log.debug("Message WebSocket: could not send cancel/logout (connection already closed).")
+            return True
+        if recorder.stop_reason == "max_messages":
+            return True
+        deadline = time.monotonic() + DRAIN_SECONDS
+        closed = False
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                data = await asyncio.wait_for(ws.recv(decode=False), left)
+                try:
+                    self._handle(data, recorder)
+                except MultiMarketsError:  # the session ends anyway: what came before is kept
+                    break
+        except ConnectionClosed:
+            closed = True
+        except asyncio.TimeoutError:
+            pass
+        recorder.commit()
+        return closed
 
     async def close(self) -> None:
         """Close the connection and the push log (the trigger's ``cleanup``)."""
         ws, self._ws = self._ws, None
         if ws is not None:
-            await ws.close()
+            await _close(ws, graceful=True)
         self._close_log()
+
+
+async def _pause(seconds: float) -> None:
+    """The wait between two connections (one place, so that tests can run it on a fake clock)."""
+    await asyncio.sleep(seconds)
+
+
+async def _close(ws: Any, *, graceful: bool) -> None:
+    """The closing handshake, bounded (websockets' ``close_timeout``, then this), or an abort at once
+    when the server is idle or stalled (a handshake would only wait)."""
+    try:
+        if graceful:
+            await asyncio.wait_for(ws.close(), CLOSE_TIMEOUT + 1)
+    except Exception as exc:  # TimeoutError, OSError: the transport is aborted below
+        logging.getLogger(__name__).debug("Message WebSocket: closing handshake cut short (%s).", type(exc).__name__)
+    finally:
+        transport = getattr(ws, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+
+def _cause(exc: BaseException) -> str:
+    """An exception's text with its cause (websockets wraps the parser's error)."""
+    text = str(exc)
+    if exc.__cause__ is not None and str(exc.__cause__):
+        text = f"{text}: {exc.__cause__}"
+    return text[:200]
+
+
+def _scrub(exc: BaseException, token: str) -> str:
+    text = str(exc)[:300]
+    return text.replace(token, "***") if token else text
 
 
 def _auth_message(reason: str) -> str:

@@ -30,17 +30,31 @@ def frame_loads() -> Callable[[str | bytes], Any]:
         else:
             fast, fast_error = orjson.loads, orjson.JSONDecodeError
     if fast is None:
-        _loads = json.loads
+        _loads = _bounded(json.loads)
         return _loads
-    slow = json.loads
+    slow = _bounded(json.loads)
 
     def loads(text: str | bytes) -> Any:
         try:
             return fast(text)
-        except fast_error:
+        except fast_error:  # orjson refuses nesting over 1024 levels too: the same answer below
             return slow(text)
 
     _loads = loads
+    return loads
+
+
+def _bounded(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``parse``, with a frame nested too deep for the interpreter's stack a ``ValueError`` (a
+    malformed frame) instead of a ``RecursionError``, however deep the caller's own stack is."""
+
+    def loads(text: Any) -> Any:
+        try:
+            return parse(text)
+        except RecursionError:
+            raise ValueError("the frame is nested too deeply to parse") from None
+
+    loads.__wrapped__ = parse  # type: ignore[attr-defined]
     return loads
 
 
@@ -59,7 +73,7 @@ def bytes_loads() -> Callable[[bytes], Any]:
     if _bytes_loads is None:
         loads = frame_loads()
         if loads is json.loads:
-            decoder = json.JSONDecoder().decode
+            decoder = _bounded(json.JSONDecoder().decode)
 
             def strict(data: bytes) -> Any:
                 return decoder(data.decode("utf-8"))
@@ -88,3 +102,38 @@ def decode_frame(raw: str | bytes) -> str | None:
         return raw.decode(encoding)
     except UnicodeDecodeError:
         return None
+
+
+#: the deepest nesting of objects and arrays a frame may have (a push is four levels deep): both
+#: parsers, and everything that walks a parsed frame, stay far from the interpreter's stack limit
+MAX_FRAME_DEPTH = 256
+
+
+def too_deep(data: str | bytes, limit: int = MAX_FRAME_DEPTH) -> bool:
+    """Whether the JSON text nests objects and arrays more than ``limit`` levels deep.
+
+    Almost every frame has fewer brackets than ``limit`` in all (two C-level counts decide);
+    only then are they followed, outside strings, to the deepest level.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x7B, 0x5B):  # { [
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x7D, 0x5D):  # } ]
+            depth -= 1
+    return False

@@ -3,9 +3,11 @@
 Client frames follow the documented shape (``head``, ``device``, ``seqId``, ``trace``, optional
 ``data``). Server pushes carry ``msgCode``, ``timestamp``, ``trace``, ``seqId`` and ``content``.
 
-Frame kinds, as the vendor's own H5 socket client handles them (``CTradeExchange/trade-h5``,
+Frame kinds, as the docs and the vendor's own H5 socket client show them (``CTradeExchange/trade-h5``,
 ``src/plugins/socket/msgSocketEvent.js`` and ``socket.js``; the Open API pages document only
-``trade``):
+``trade``). Nothing else is a push; a frame of a kind no source shows is an *unknown frame*
+(counted, a few kept, never written), and answers no source shows (``pong``, an answer to
+``subscribe_asset``) are logged and never waited for:
 
 * ``subscribe_success`` answers ``login`` (logged in); ``subscribe_fail`` refuses it (the token is
   invalid or expired). Neither is a push.
@@ -34,17 +36,21 @@ from typing import Any
 from airflow_provider_multimarkets.messaging.codec import frame_loads
 
 CLIENT_MSG_TYPES = ("login", "subscribe_asset", "cancel_subscribe_asset", "ping", "logout")
-#: Frames that answer a client frame rather than push data (``pong`` answers ``ping``,
-#: ``subscribe_success`` answers ``login`` in the vendor client).
-ACK_CODES = frozenset(
-    {"login", "subscribe_success", "subscribe_asset", "cancel_subscribe_asset", "logout", "pong", "error"}
-)
-#: The answer to a refused ``login`` (vendor client: the token is no longer valid).
+#: Pushes with a source: ``trade`` (the Open API's Msg Subscribe and Order Process pages) and
+#: ``notice`` (the vendor's H5 client). A frame of any other kind is never a push.
+TRADE_CODE = "trade"
+#: The answer to ``login`` in the vendor's H5 client: logged in.
+LOGIN_ANSWER_CODE = "subscribe_success"
+#: The answer to a refused ``login`` (H5 client: the token is no longer valid).
 LOGIN_REFUSED_CODE = "subscribe_fail"
-#: Frames that end the session on the server side (vendor client: forced logout).
+#: Frames that end the session on the server side (H5 client: forced logout).
 FORCED_LOGOUT_CODES = frozenset({"UserForceLogoutRet"})
-#: The session was taken over by another login with the same credentials (vendor client).
+#: The session was taken over by another login with the same credentials (H5 client).
 DISPLACED_CODE = "disconnect"
+#: Answers to a client frame that neither the docs nor the H5 client show (``pong``, an answer
+#: to ``subscribe_asset`` with ``content.code``, ...). Some gateways (and the sandbox outside its
+#: strict mode) send them: they are logged and counted, and nothing ever waits for one.
+ANSWER_CODES = frozenset({"login", "subscribe_asset", "cancel_subscribe_asset", "logout", "pong", "error"})
 NOTICE_CODE = "notice"
 NOTICE_UPDATE_TYPES = {
     0: "no action",
@@ -56,8 +62,12 @@ NOTICE_UPDATE_TYPES = {
     6: "refresh funds and pending orders",
 }
 NOTICE_LOGOUT = 4
-#: Every msgCode that is not simply a push: frames with any other msgCode are staged at once (the hot path).
-CONTROL_CODES = ACK_CODES | FORCED_LOGOUT_CODES | {LOGIN_REFUSED_CODE, DISPLACED_CODE, NOTICE_CODE}
+#: Every msgCode the client knows: a frame with any other (or none) is an unknown frame.
+KNOWN_CODES = (
+    ANSWER_CODES
+    | FORCED_LOGOUT_CODES
+    | {TRADE_CODE, NOTICE_CODE, LOGIN_ANSWER_CODE, LOGIN_REFUSED_CODE, DISPLACED_CODE}
+)
 #: Text frames of account and position profit and loss, by their first two characters: the trade type.
 PNL_PREFIXES = {"f(": 1, "g(": 2}
 PNL_ACCOUNT_FIELDS = ("profitLoss", "occupyMargin", "availableMargin", "marginRadio", "netWorth", "balance")
@@ -144,7 +154,7 @@ def session_end(frame: dict[str, Any]) -> SessionEnd | None:
     code = frame.get("msgCode")
     if type(code) is not str:
         return None
-    if code == LOGIN_REFUSED_CODE or (code == "login" and ack_code(frame) not in (None, "0")):
+    if code == LOGIN_REFUSED_CODE:
         return SessionEnd(True, f"{code}{_detail(frame)}", refused=True)
     if code in FORCED_LOGOUT_CODES:
         return SessionEnd(True, f"the platform logged this session out: {code}{_detail(frame)}")
@@ -167,14 +177,19 @@ def is_auth_failure(frame: dict[str, Any]) -> bool:
 
 
 def is_push(frame: dict[str, Any]) -> bool:
-    """Data, not an answer to a client frame nor a frame that ends the session. A ``msgCode`` that is
-    not a string is kept as a push (data)."""
+    """A push with a source: a ``trade``, or a ``notice`` other than a log-out (updateType 4).
+    Anything else (an answer, a frame that ends the session, an unknown kind) is not written."""
     code = frame.get("msgCode")
-    if type(code) is not str:
+    if code == TRADE_CODE:
         return True
-    if code == NOTICE_CODE:
-        return notice_update_type(frame) != NOTICE_LOGOUT
-    return code not in CONTROL_CODES
+    return code == NOTICE_CODE and notice_update_type(frame) != NOTICE_LOGOUT
+
+
+def is_unknown(frame: dict[str, Any]) -> bool:
+    """A JSON frame of a kind the client does not know: no ``msgCode``, one that is not a string, or
+    a string no source shows (a ``heartbeat`` reply, ``{"header": {"bizType": "pong"}}``, ...)."""
+    code = frame.get("msgCode")
+    return type(code) is not str or code not in KNOWN_CODES
 
 
 def parse_pnl_frame(text: str) -> dict[str, Any] | None:

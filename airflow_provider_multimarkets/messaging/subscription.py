@@ -16,6 +16,10 @@ from airflow_provider_multimarkets.trading.order_status import (
     is_final_order_status,
 )
 
+#: unknown frames kept in a summary (the count is always reported), and the characters kept of each
+UNKNOWN_SAMPLES = 5
+UNKNOWN_SAMPLE_CHARS = 300
+
 
 @dataclass
 class OrderCondition:
@@ -51,6 +55,11 @@ class SubscriptionRecorder:
     inline_limit: int = 0
     keep_recent: bool = False
     malformed: int = 0
+    unknown_frames: int = 0
+    unknown_samples: list[str] = field(default_factory=list)
+    answer_frames: int = 0
+    secret: str | None = None
+    """the msg token: never kept in a sample of an unknown frame"""
     pnl_frames: int = 0
     last_pnl: dict[str, dict[str, Any]] = field(default_factory=dict)
     reconnects: int = 0
@@ -147,6 +156,15 @@ class SubscriptionRecorder:
         kept["positions_total"] = len(positions)
         self.last_pnl[str(pnl["tradeType"])] = kept
 
+    def record_unknown(self, text: str) -> None:
+        """Count a frame of a kind no source shows (never a push); keep the first few, cut short."""
+        self.unknown_frames += 1
+        if len(self.unknown_samples) < UNKNOWN_SAMPLES:
+            sample = text[:UNKNOWN_SAMPLE_CHARS]
+            if self.secret:
+                sample = sample.replace(self.secret, "***")
+            self.unknown_samples.append(sample)
+
     def _on_push(self, frame: dict[str, Any]) -> None:
         if self.listener is not None:
             self.listener(frame)
@@ -166,6 +184,8 @@ class SubscriptionRecorder:
             "messages": tally.pop("messages"),
             "duplicates_dropped": self.duplicates,
             "malformed_frames": self.malformed,
+            "unknown_frames": self.unknown_frames,
+            "answer_frames": self.answer_frames,
             "pnl_frames": self.pnl_frames,
             "reconnects": self.reconnects,
             "restarts": self.restarts,
@@ -174,6 +194,8 @@ class SubscriptionRecorder:
             **tally,
             "output_path": output_path,
         }
+        if self.unknown_samples:
+            result["unknown_samples"] = list(self.unknown_samples)
         if self.last_pnl:
             result["last_pnl"] = {k: self.last_pnl[k] for k in sorted(self.last_pnl)}
         if self.last_error is not None:
@@ -196,7 +218,7 @@ def format_summary(summary: dict[str, Any]) -> Iterable[str]:
     yield f"messages: {summary['messages']}  stop: {summary['stop_reason']}  reconnects: {summary['reconnects']}"
     yield (
         f"duplicates dropped: {summary['duplicates_dropped']}  malformed frames: {summary['malformed_frames']}"
-        f"  P&L frames: {summary.get('pnl_frames', 0)}"
+        f"  unknown frames: {summary.get('unknown_frames', 0)}  P&L frames: {summary.get('pnl_frames', 0)}"
     )
     for title, key in (("msgCode", "by_msg_code"), ("bizType", "by_biz_type"), ("orderStatus", "by_order_status")):
         counts = summary.get(key) or {}

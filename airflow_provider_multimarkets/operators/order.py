@@ -704,9 +704,9 @@ class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
         )
         client = MultiMarketsMsgClient(
             spec,
-            on_subscribed=place_after_subscribed,
-            login_timeout=self.login_timeout,
-            callback_without_login=self.untracked_if_no_login,
+            on_ready=place_after_subscribed,
+            login_grace=self.login_timeout,
+            ready_without_login_answer=self.untracked_if_no_login,
             handover=self.deferrable,
             log=self.log,
         )

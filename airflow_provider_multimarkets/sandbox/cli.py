@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ws-refuse-login", action="store_true", help="refuse every message login")
     p.add_argument("--ws-refuse-subscribe", action="store_true", help="answer subscribe_asset with an error code")
     p.add_argument(
+        "--strict",
+        action="store_true",
+        help="message WebSocket: send only the frames the docs and the vendor's H5 client show "
+        "(no pong, no subscribe_asset answer, every close 1000)",
+    )
+    p.add_argument(
         "--pnl-every", type=float, default=0.0, help="seconds between f(...)/g(...) profit-and-loss frames (0: off)"
     )
     p.add_argument("--order-push-delay", type=float, default=0.0, help="seconds between an order's answer and its push")
@@ -106,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         order_push_delay=args.order_push_delay,
         pnl_interval=args.pnl_every,
         seed=args.seed,
+        strict_frames=args.strict,
     )
     keys: dict[str, Any] = load_or_create(args.key_file) if args.key_file else {}
     sandbox = Sandbox(

@@ -5,9 +5,12 @@ runs it in the foreground.
 
 Message WebSocket acknowledgements are not documented. The sandbox answers ``login`` as the
 vendor's H5 client expects: ``subscribe_success``, or ``subscribe_fail`` (``content.code``
-``GGATEWAY_CODE_005``) followed by a close with code 4001. It answers ``subscribe_asset``,
-``cancel_subscribe_asset`` and ``ping`` with a frame of the same ``msgCode`` (``pong`` for
-``ping``) whose ``content.code`` is ``"0"``, echoing the client's ``seqId`` and ``trace``.
+``GGATEWAY_CODE_005``) followed by a close with code 4001. Outside its strict mode it also
+answers ``subscribe_asset``, ``cancel_subscribe_asset`` and ``ping`` with a frame of the same
+``msgCode`` (``pong`` for ``ping``) whose ``content.code`` is ``"0"``, echoing the client's
+``seqId`` and ``trace``. In strict mode (``SandboxConfig.strict_frames``, ``--strict``) it sends
+only what the docs and the H5 client show: no ``pong``, no answer to ``subscribe_asset``,
+``cancel_subscribe_asset`` or ``logout``, no ``error`` frames, and every close with code 1000.
 
 The other frames the vendor client handles are sent on request (``POST /_sandbox/ws/send``):
 ``notice`` (``updateType`` 0-6, 4 = log out; queued like a push, in order, with a ``seqId``),
@@ -84,6 +87,10 @@ class SandboxApp:
         app.on_shutdown.append(self._shutdown)
         return app
 
+    def close_code(self, code: int) -> int:
+        """The close code to use: ``code``, or 1000 in strict mode (no source documents 4001/4008)."""
+        return 1000 if self.state.config.strict_frames else code
+
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, **self.state.counts(), "ws": self.ws_stats})
 
@@ -151,6 +158,8 @@ class SandboxApp:
                 setattr(cfg, name, spec[name])
         if "check_version_group" in spec:
             cfg.check_version_group = bool(spec["check_version_group"])
+        if "strict_frames" in spec:
+            cfg.strict_frames = bool(spec["strict_frames"])
         ws = self.state.faults.ws
         for name in ("drop_after", "refuse_login", "refuse_subscribe", "drop_on_order"):
             if name in spec:
@@ -175,7 +184,7 @@ class SandboxApp:
             expired = self.state.expire_tokens()
         targets = [c for c in list(self.logged_in) if c.stream is not None and c.stream.token in expired]
         for conn in targets:
-            await conn.ws.close(code=WS_CLOSE_AUTH, message=b"msg token expired")
+            await conn.ws.close(code=self.close_code(WS_CLOSE_AUTH), message=b"msg token expired")
         return web.json_response({"expired": len(expired), "closed": len(targets)})
 
     async def admin_ws_send(self, request: web.Request) -> web.Response:
@@ -398,6 +407,11 @@ class _Connection:
         if not self.ws.closed:
             await self.ws.send_str(_json(obj))
 
+    async def answer(self, obj: Any) -> None:
+        """Send an answer no source documents (``pong``, an ack, an ``error``): not in strict mode."""
+        if not self.state.config.strict_frames:
+            await self.send(obj)
+
     def ack(
         self, frame: dict[str, Any], msg_code: str, code: str = "0", msg: str = "Success", **extra: Any
     ) -> dict[str, Any]:
@@ -448,7 +462,7 @@ class _Connection:
             remaining = cfg.ping_timeout - (time.monotonic() - last_ping)
             if remaining <= 0:
                 self.app.ws_stats["ping_timeouts"] += 1
-                await self.ws.close(code=WS_CLOSE_PING_TIMEOUT, message=b"no ping within timeout")
+                await self.ws.close(code=self.app.close_code(WS_CLOSE_PING_TIMEOUT), message=b"no ping within timeout")
                 return
             try:
                 msg = await self.ws.receive(timeout=remaining)
@@ -465,7 +479,7 @@ class _Connection:
                 head = frame["head"]
                 msg_type = head["msgType"]
             except (ValueError, KeyError, TypeError):
-                await self.send(
+                await self.answer(
                     {
                         "msgCode": "error",
                         "timestamp": int(self.state.clock() * 1000),
@@ -478,42 +492,42 @@ class _Connection:
             if msg_type == "ping":
                 last_ping = time.monotonic()
                 self.app.ws_stats["pings"] += 1
-                await self.send(self.ack(frame, "pong"))
+                await self.answer(self.ack(frame, "pong"))
                 continue
             if msg_type == "login":
                 if not await self.login(frame, head):
                     return
                 continue
             if self.stream is None or head.get("token") != self.token:
-                await self.send(
+                await self.answer(
                     self.ack(frame, "error", "GGATEWAY_CODE_001", "not logged in: send login with the msg token first")
                 )
                 continue
             if msg_type == "subscribe_asset" and self.state.faults.ws.refuse_subscribe:
-                await self.send(self.ack(frame, msg_type, "GGATEWAY_CODE_019", "no access rights"))
+                await self.answer(self.ack(frame, msg_type, "GGATEWAY_CODE_019", "no access rights"))
                 continue
             if msg_type in ("subscribe_asset", "cancel_subscribe_asset"):
                 types = str((frame.get("data") or {}).get("tradeTypes", ""))
                 wanted = {t.strip() for t in types.split(",") if t.strip()}
                 if not wanted or not wanted <= {"1", "2", "5", "6"}:
-                    await self.send(self.ack(frame, msg_type, "CFDWBWE000007", f"tradeTypes {types!r} is not valid"))
+                    await self.answer(self.ack(frame, msg_type, "CFDWBWE000007", f"tradeTypes {types!r} is not valid"))
                     continue
                 with self.state.lock:
                     if msg_type == "subscribe_asset":
                         self.stream.trade_types |= wanted
                     else:
                         self.stream.trade_types -= wanted
-                await self.send(self.ack(frame, msg_type, tradeTypes=",".join(sorted(self.stream.trade_types))))
+                await self.answer(self.ack(frame, msg_type, tradeTypes=",".join(sorted(self.stream.trade_types))))
                 if msg_type == "subscribe_asset" and cfg.pnl_interval > 0 and self.pnl is None:
                     self.pnl = asyncio.create_task(self.pnl_loop(cfg.pnl_interval))
                 if msg_type == "subscribe_asset" and cfg.burst_after_subscribe:
                     self.burst = asyncio.create_task(self.send_burst(cfg.burst_after_subscribe, sorted(wanted)[0]))
             elif msg_type == "logout":
-                await self.send(self.ack(frame, "logout"))
+                await self.answer(self.ack(frame, "logout"))
                 await self.ws.close(code=1000, message=b"logout")
                 return
             else:
-                await self.send(self.ack(frame, "error", "GGATEWAY_CODE_016", f"msgType {msg_type!r} not supported"))
+                await self.answer(self.ack(frame, "error", "GGATEWAY_CODE_016", f"msgType {msg_type!r} not supported"))
 
     async def login(self, frame: dict[str, Any], head: dict[str, Any]) -> bool:
         token = str(head.get("token") or "")
@@ -528,7 +542,7 @@ class _Connection:
                     "msg token invalid or expired: fetch a new one with getMsgPushToken",
                 )
             )
-            await self.ws.close(code=WS_CLOSE_AUTH, message=b"login refused")
+            await self.ws.close(code=self.app.close_code(WS_CLOSE_AUTH), message=b"login refused")
             return False
         self.app.ws_stats["logins"] += 1
         with self.state.lock:

@@ -108,6 +108,12 @@ class SandboxConfig:
     pnl_interval: float = 0.0
     """Seconds between profit-and-loss text frames (``f(...)`` trade type 1, ``g(...)`` trade type 2)
     to every connection subscribed to those trade types (0: off), as the vendor's H5 client reads them."""
+    strict_frames: bool = False
+    """Send on the message WebSocket only what the docs and the vendor's H5 client show: pushes
+    (``trade``, ``notice``), ``subscribe_success``/``subscribe_fail`` for the login, ``disconnect``,
+    ``UserForceLogoutRet`` and the ``f(...)``/``g(...)`` text frames. No ``pong``, no answer to
+    ``subscribe_asset``/``cancel_subscribe_asset``/``logout``, no ``error`` frames, and every close
+    with code 1000 (close codes 4001/4008 have no source)."""
     burst_after_subscribe: int = 0
     """Benchmark mode: right after a subscribe, send this many pre-rendered trade pushes as fast as
     the socket takes them (seqId and trace still unique), then carry on normally."""

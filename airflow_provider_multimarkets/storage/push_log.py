@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_multimarkets.messaging.codec import frame_loads
+from airflow_provider_multimarkets.messaging.codec import frame_loads, too_deep
 from airflow_provider_multimarkets.messaging.identity import push_identity
 from airflow_provider_multimarkets.storage.files import Flock
 
@@ -57,7 +57,10 @@ class PushLogError(Exception):
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
-    """One line of a push log as a push, or ``None`` when it is not a JSON object (unreadable)."""
+    """One line of a push log as a push, or ``None`` when it is not a JSON object (unreadable), or
+    nests deeper than :data:`~..messaging.codec.MAX_FRAME_DEPTH` (a frame the client would have skipped)."""
+    if too_deep(line):
+        return None
     try:
         frame = frame_loads()(line)
     except ValueError:
