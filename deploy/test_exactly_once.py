@@ -1,15 +1,16 @@
 """Exactly one order per task instance in a real deployment: the kill matrix of issue 25.
 
 Both margin variants run side by side (isolated margin against one sandbox, full margin against
-another), deferrable and not: the task process (the pid Airflow records for the running try) is
-SIGKILLed before the order call, after the gateway processed it (before the answer), after the
-answer (before the fill; for a deferrable task the triggerer is killed while it tracks), and after
-the fill; a successful task is cleared and re-run; a Celery worker is SIGKILLed with the order task
-on it (the scheduler's heartbeat timeout lowered to 20 s). Each case ends with exactly one order in
-its sandbox, and records what the task state store held when the retry started, which try found
-the order and how (task state store, lookup, idempotency-key), and the outcome. The deferrable
-example shows the task ``deferred`` (its worker slot free) while the fill arrives, with the same
-XCom as the worker-tracked task; a screenshot shows the task state store in the Airflow 3.3 UI.
+another, both in strict mode: only documented frames), deferrable and not: the task process (the
+pid Airflow records for the running try) is SIGKILLed before the order call, after the gateway
+processed it (before the answer), after the answer (before the fill; for a deferrable task the
+triggerer is killed while it tracks), and after the fill; a successful task is cleared and re-run;
+a Celery worker is SIGKILLed with the order task on it (the scheduler's heartbeat timeout lowered
+to 20 s). Each case ends with exactly one order in its sandbox, and records what the task state
+store held when the retry started, which try found the order and how (task state store, lookup,
+idempotency-key), and the outcome. The deferrable example shows the task ``deferred`` (its worker
+slot free) while the fill arrives, with the same XCom as the worker-tracked task; a screenshot
+shows the task state store in the Airflow 3.3 UI.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def _received(sandbox: SandboxProcess, biz_type: str) -> int:
 
 
 def _deployment(workdir: Path, sandboxes: Sandboxes, name: str, **kwargs: Any) -> tuple[Deployment, dict[str, Any]]:
-    boxes = {"isolated": sandboxes.start(f"{name}-isolated"), "full": sandboxes.start(f"{name}-full")}
+    # strict mode: the sandboxes send only the frames the docs and the vendor's H5 client show
+    boxes = {v: sandboxes.start(f"{name}-{v}", "--strict") for v in VARIANTS}
     env = {
         "AIRFLOW_CONN_MULTIMARKETS_DEFAULT": boxes["isolated"].conn_json(),
         "AIRFLOW_CONN_MM_FULL": boxes["full"].conn_json(),
@@ -477,7 +479,14 @@ def test_the_task_state_store_in_the_ui(orders: Any) -> None:
         finally:
             browser.close()
     store = case.store()
-    record({"scenario": "ui: task state store", "screenshot": str(path), "keys": sorted(store)})
+    listing = f"/api/v2/dags/{case.dag_id}/dagRuns/{q(case.run_id)}/taskInstances/order/state-store"
+    expiring = [
+        e["key"]
+        for e in _rest(lambda: deployment.get(listing), "task state store")["task_state_store"]
+        if e["expires_at"]
+    ]
+    record({"scenario": "ui: task state store", "screenshot": str(path), "keys": sorted(store), "expiring": expiring})
+    assert expiring == []  # every key outlives the retries and clears (shown "Never" in the UI)
     for key in ("multimarkets.third_party_order", "multimarkets.idempotency_key", "multimarkets.order_id"):
         assert key in text
     assert str(store["multimarkets.order_id"]) in text

@@ -217,6 +217,7 @@ class FakeTaskStateStore:
     def __init__(self, values: dict[str, Any] | None = None, marks: Any = None) -> None:
         self.values: dict[str, Any] = dict(values or {})
         self.writes: list[tuple[str, Any, Any]] = []
+        self.retentions: dict[str, Any] = {}
         self.marks = marks or (lambda: None)
         self.fail_on: set[str] = set()
 
@@ -229,6 +230,7 @@ class FakeTaskStateStore:
         if key in self.fail_on:
             raise RuntimeError(f"the API server refused {key}")
         self.values[key] = json.loads(json.dumps(value))  # JSON values only, as the real store
+        self.retentions[key] = retention
         self.writes.append((key, self.values[key], self.marks()))
 
     def delete(self, key: str) -> None:

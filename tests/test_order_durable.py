@@ -111,6 +111,10 @@ def test_first_try_writes_the_store_before_and_after_the_order_call(
     assert keys_in_order.index(order_state.ORDER_CALL) < keys_in_order.index(order_state.ORDER_ID)
     assert keys_in_order.index(order_state.ORDER_ID) < keys_in_order.index(order_state.FINAL_STATUS)
     assert result["order"]["orderId"] == order_id and "adopted" not in result
+    from airflow_provider_multimarkets._compat import NEVER_EXPIRE
+
+    # every key outlives every retry and clear (the mixin's own write of the id included)
+    assert {key: store.retentions[key] for key in store.values} == dict.fromkeys(store.values, NEVER_EXPIRE)
 
 
 @durable_only

@@ -515,7 +515,11 @@ class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
 
     def poll_until_complete(self, external_id: Any, context: Context) -> None:
         """Follow the order to its final status (in the triggerer when deferrable); the XCom is kept in the run."""
+        from airflow_provider_multimarkets.trading import order_state
+
         job = self._job
+        # the mixin stored the id with the deployment's default retention: it never expires, as the other keys
+        self._remember({order_state.ORDER_ID: external_id})
         if job.outcome is None and job.pending is None:  # an earlier try's order, still open: tracked, not placed
             memory = self._memory()
             job.resumed = {"how": "store", "try_number": job.try_number}
