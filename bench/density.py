@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: bare clients whose server closed within the bound after logout (True) or not (False)
+closed_in_time: list[bool] = []
 #: fractions of the window: CPU per push is measured from 1/6 to 11/12 in (10 s to 55 s of 60), RSS at 5/6 (50 s)
 STEADY = (1 / 6, 11 / 12)
 RSS_AT = 5 / 6
@@ -81,7 +83,10 @@ async def _bare(token: str, url: str, path: str, deadline: float, loads: Any) ->
             if not reader.done():
                 await ws.send(frame("cancel_subscribe_asset", {"tradeTypes": "2"}))
                 await ws.send(frame("logout"))
-                await asyncio.wait({reader}, timeout=5)  # read until the server's close, bounded
+                await asyncio.wait(
+                    {reader}, timeout=float(os.environ.get("MM_BENCH_DRAIN", "5"))
+                )  # until the close, bounded
+                closed_in_time.append(reader.done())
                 reader.cancel()
         return {"status": "success"}
     finally:
@@ -99,7 +104,10 @@ async def _run(mode: str, tokens: list[str], url: str, outdir: Path, window: flo
         while running:
             before = loop.time()
             await asyncio.sleep(0.01)
-            stall = max(stall, loop.time() - before - 0.01)
+            late = loop.time() - before - 0.01
+            if late > stall:
+                stall = late
+                marks["stall_at"] = time.time() - marks.get("t0", time.time())
 
     async def sampler(t0: float) -> None:
         await asyncio.sleep(max(t0 + STEADY[0] * window - time.time(), 0))
@@ -111,7 +119,7 @@ async def _run(mode: str, tokens: list[str], url: str, outdir: Path, window: flo
 
     watcher = asyncio.ensure_future(monitor())
     await asyncio.sleep(0.05)
-    t0 = time.time()
+    t0 = marks["t0"] = time.time()
     deadline = t0 + window
     sampling = asyncio.ensure_future(sampler(t0))
     tasks = []
@@ -163,8 +171,8 @@ def probe(mode: str, n: int, window: float, outdir: Path) -> dict[str, Any]:
     result = asyncio.run(_run(mode, tokens, url, outdir, window))
     t1_ms, t2_ms = result["t1"] * 1000, result["t2"] * 1000
     steady = 0
-    files: dict[str, list[int]] = {}
-    for i, token in enumerate(tokens):
+    files: list[list[int]] = []  # in the order the tokens were issued (the sandbox lists its streams so)
+    for i in range(len(tokens)):
         path = outdir / f"{i}.jsonl"
         seqs = []
         if path.exists():
@@ -176,7 +184,7 @@ def probe(mode: str, n: int, window: float, outdir: Path) -> dict[str, Any]:
                 seqs.append(int(frame.get("seqId", -1)))
                 if t1_ms <= int(frame.get("timestamp", 0)) <= t2_ms:
                     steady += 1
-        files[token[-6:]] = seqs
+        files.append(seqs)
     return {
         "mode": mode,
         "n": n,
@@ -184,9 +192,11 @@ def probe(mode: str, n: int, window: float, outdir: Path) -> dict[str, Any]:
         "cpu_per_push_us": (result["cpu2"] - result["cpu1"]) / max(steady, 1) * 1e6,
         "steady_pushes": steady,
         "stall_ms": result["stall"] * 1000,
+        "stall_at_s": result.get("stall_at"),
         "statuses": result["statuses"],
         "files": files,
         "run_s": result["end"] - result["t0"],
+        "bare_closed_in_time": f"{sum(closed_in_time)} of {len(closed_in_time)}" if closed_in_time else None,
     }
 
 

@@ -59,6 +59,22 @@ def _quiet_sandbox_log() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_socket_caches() -> Iterator[None]:
+    """Each test looks its connection and proxy up again (a process reuses them for a while)."""
+    from airflow_provider_multimarkets.messaging import client
+
+    client._SETTINGS.clear()
+    try:
+        from airflow_provider_multimarkets.messaging import ws
+    except ImportError:  # pragma: no cover
+        ws = None
+    if ws is not None:
+        ws._proxies.clear()
+    yield
+    client._SETTINGS.clear()
+
+
+@pytest.fixture(autouse=True)
 def _own_budget_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test has its own host store: a block recorded by one test never holds up another."""
     budget_dir = tmp_path / "mm-budget"

@@ -334,8 +334,8 @@ def test_a_window_ends_on_time_against_a_server_that_never_completes_a_frame(use
         elapsed = time.monotonic() - started
     print(f"RESULT never-completed frame, 4 s window: {event['status']}, ended after {elapsed:.1f} s")
     assert event["status"] == "success" and event["summary"]["stop_reason"] == "window"
-    # the window, then at most DRAIN_SECONDS (2) of reading after logout; generous for a busy machine
-    assert elapsed < 4 + 2 + 10
+    # the window, then at most DRAIN_SECONDS (5) of reading after logout; generous for a busy machine
+    assert elapsed < 4 + 5 + 10
 
 
 # ---- a peer that completes no frame is idle --------------------------------------------------------------

@@ -29,6 +29,18 @@ from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.sandbox import HttpFault, SandboxConfig
 from airflow_provider_multimarkets.trading.reports import account_list
 
+
+@pytest.fixture
+def sandbox_factory(sandbox_factory: Any) -> Any:
+    """The sandbox outside its strict mode: this file checks its own answers too (pong, acks, 4001/4008)."""
+
+    def make(config: Any = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("strict", False)
+        return sandbox_factory(config, **kwargs)
+
+    return make
+
+
 ORDER_ISOLATED = ORDER_BIZ_TYPE
 ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
 ISOLATED_BODY = ORDER_BODY

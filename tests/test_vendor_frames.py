@@ -369,3 +369,37 @@ def test_the_log_keeps_integers_beyond_64_bits_exactly(use_ws: Any, tmp_path: Pa
     event, lines, _ = play(use_ws, tmp_path, [big, push(2)], max_messages=2)
     assert event["summary"]["messages"] == 2
     assert "123456789012345678901234567890" in lines[0]  # the text as received, whatever the parser
+
+
+def test_the_strict_sandbox_sends_only_documented_frames(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strict mode: login answered (subscribe_success), then nothing but pushes: no pong, no answer to
+    subscribe_asset or logout, and the close after logout has code 1000."""
+    from websockets.sync.client import connect
+
+    from airflow_provider_multimarkets.messaging.frames import build_frame
+
+    sb = sandbox_factory(SandboxConfig())  # strict by default in the test suite
+    set_connection(monkeypatch, sb.connection(retry_backoff=0.01))
+    token = MultiMarketsHook().get_msg_token()
+    received: list[str] = []
+    with connect(sb.ws_url.replace("{appId}", "439"), proxy=None) as ws:
+        for i, (kind, data) in enumerate(
+            [("login", None), ("subscribe_asset", {"tradeTypes": "2"}), ("ping", None), ("ping", None)], 1
+        ):
+            ws.send(build_frame(kind, token, i, data=data))
+        received.append(str(ws.recv(timeout=30)))  # subscribe_success
+        deadline = time.monotonic() + 30
+        while not any("2" in s.trade_types for s in sb.state.streams.values()) and time.monotonic() < deadline:
+            time.sleep(0.01)  # an event: the subscription is in place
+        while sb.app.ws_stats["pings"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # both pings read (and, strict, not answered)
+        sb.state.publish(439, "2", "trade", {"bizType": "POSITION_OPEN", "paramMap": {"orderId": "1"}})
+        received.append(str(ws.recv(timeout=30)))  # the push, and nothing before it
+        ws.send(build_frame("logout", token, 5))
+        try:
+            while True:
+                received.append(str(ws.recv(timeout=10)))
+        except Exception as exc:  # ConnectionClosedOK: the server closed after logout
+            code = getattr(getattr(exc, "rcvd", None), "code", None)
+    codes = [json.loads(text).get("msgCode") for text in received]
+    assert codes == ["subscribe_success", "trade"] and code == 1000

@@ -66,6 +66,13 @@ from airflow_provider_multimarkets.storage.paths import is_object_store_url, loc
 from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError
 
 AUTH_CLOSE_CODES = frozenset({4001, 4003})
+#: seconds connection settings are reused in a process (a changed connection applies after that)
+SETTINGS_TTL = 10.0
+#: subscriptions of one event loop that set up and open their socket at the same time: the others
+#: wait their turn, so that the loop never runs hundreds of set-up steps in one iteration
+START_SLOTS = 16
+_SETTINGS: dict[tuple[int, str], tuple[float, asyncio.Future[Any]]] = {}
+_START: dict[int, asyncio.Semaphore] = {}
 TOO_BIG_CLOSE_CODE = 1009
 MAX_BACKOFF = 30.0
 DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -204,6 +211,20 @@ class MultiMarketsMsgClient:
     # ---- connection ------------------------------------------------------------------------------
 
     async def _settings(self) -> Any:
+        """Connection settings, through the hook's one path, at most once per connection id every
+        :data:`SETTINGS_TTL` seconds in this process: a triggerer starting 500 subscriptions of one
+        connection looks it up once (Airflow's lookup and our parsing cost about 6 ms on the loop
+        each), and subscriptions starting together share the lookup in flight."""
+        loop = asyncio.get_running_loop()
+        key = (id(loop), self.spec.multimarkets_conn_id)
+        now = time.monotonic()
+        cached = _SETTINGS.get(key)
+        if cached is None or cached[0] < now or (cached[1].done() and cached[1].exception() is not None):
+            future: asyncio.Future[Any] = asyncio.ensure_future(self._look_up_settings())
+            _SETTINGS[key] = cached = (now + SETTINGS_TTL, future)
+        return await asyncio.shield(cached[1])
+
+    async def _look_up_settings(self) -> Any:
         """Connection settings, looked up without blocking the triggerer's event loop (the hook's path)."""
         from airflow_provider_multimarkets.api.settings import (
             missing_connection_message,
@@ -248,16 +269,17 @@ class MultiMarketsMsgClient:
                 raise MultiMarketsMsgAuthError(
                     "No msg token was given. Fetch one with GetMsgTokenOperator (getMsgPushToken) and pass its output."
                 )
-            settings = await self._settings()
-            self._push_log = recorder.log
-            try:
-                recorder.log.open()
-            except PushLogError as exc:
-                raise MultiMarketsMsgError(str(exc)) from None
-            if self.on_push is not None:
-                recorder.set_listener(self.on_push)
-            recorder.check_limits()
-            state.start(recorder)
+            async with _start_slot():
+                settings = await self._settings()
+                self._push_log = recorder.log
+                try:
+                    recorder.log.open()
+                except PushLogError as exc:
+                    raise MultiMarketsMsgError(str(exc)) from None
+                if self.on_push is not None:
+                    recorder.set_listener(self.on_push)
+                recorder.check_limits()
+                state.start(recorder)
             if recorder.restarts:
                 self.log.warning(
                     "Message subscription resumed (run %d): the push log %s already holds %d pushes; going on.",
@@ -464,13 +486,14 @@ class MultiMarketsMsgClient:
             ping_interval=self.spec.ping_interval,
             ping_timeout=self._idle_timeout(),
         )
-        ws = await connect(url, **arguments)
+        async with _start_slot():
+            ws = await connect(url, **arguments)
+            recorder.connections += 1
+            state.save(recorder)  # a small file write: within the slot too
         self._ws = ws
         self._login_answered = False
         graceful = True
         try:
-            recorder.connections += 1
-            state.save(recorder)
             try:
                 await self._send(ws, next_frame("login"))
                 self._login_sent_at = time.monotonic()
@@ -709,6 +732,16 @@ class MultiMarketsMsgClient:
         self._close_log()
 
 
+def _start_slot() -> asyncio.Semaphore:
+    """This event loop's :data:`START_SLOTS` (set-up and socket opening, one of each at a time per slot)."""
+    loop = asyncio.get_running_loop()
+    slots = _START.get(id(loop))
+    if slots is None or getattr(slots, "_mm_loop", None) is not loop:
+        slots = _START[id(loop)] = asyncio.Semaphore(START_SLOTS)
+        slots._mm_loop = loop  # type: ignore[attr-defined]  # ids of closed loops are reused
+    return slots
+
+
 async def _pause(seconds: float) -> None:
     """The wait between two connections (one place, so that tests can run it on a fake clock)."""
     await asyncio.sleep(seconds)
@@ -758,6 +791,7 @@ class _RunState:
 
     def __init__(self, log_path: str | None) -> None:
         self.path = None if log_path is None else f"{log_path}.state.json"
+        self._saved: dict[str, int] | None = None
 
     def start(self, recorder: SubscriptionRecorder) -> None:
         previous: dict[str, Any] = {}
@@ -783,10 +817,13 @@ class _RunState:
             "connections": recorder.connections,
             "reconnects": recorder.reconnects,
         }
+        if data == self._saved:
+            return  # unchanged: no write (hundreds of subscriptions end at once at a window's end)
         try:
             write_atomic(self.path, json.dumps(data))
         except OSError:
-            pass  # the counters are informative; the push log is what counts
+            return  # the counters are informative; the push log is what counts
+        self._saved = data
 
 
 def _int(value: Any) -> int:

@@ -128,6 +128,10 @@ class SandboxApp:
                     "trade_types": sorted(s.trade_types),
                     "pushed": s.pushed,
                     "seq_ids": [frame["seqId"] for _, frame in s.delivered],
+                    # written before the server's own close frame (the last close of the stream)
+                    "seq_ids_before_close": [
+                        frame["seqId"] for t, frame in s.delivered if s.closed_at is None or t <= s.closed_at
+                    ],
                 }
                 for s in self.state.streams.values()
             ]
@@ -184,7 +188,7 @@ class SandboxApp:
             expired = self.state.expire_tokens()
         targets = [c for c in list(self.logged_in) if c.stream is not None and c.stream.token in expired]
         for conn in targets:
-            await conn.ws.close(code=self.close_code(WS_CLOSE_AUTH), message=b"msg token expired")
+            await conn.close(code=self.close_code(WS_CLOSE_AUTH), message=b"msg token expired")
         return web.json_response({"expired": len(expired), "closed": len(targets)})
 
     async def admin_ws_send(self, request: web.Request) -> web.Response:
@@ -383,6 +387,7 @@ class _Connection:
         self.writer: asyncio.Task[None] | None = None
         self.loop = asyncio.get_running_loop()
         self.drop_armed = False
+        self.closing = False
         self.burst: asyncio.Task[None] | None = None
         self.pnl: asyncio.Task[None] | None = None
 
@@ -398,6 +403,14 @@ class _Connection:
             self.stream.wake = None
             self.stream.attached = False
             self.stream.detached_at = time.monotonic()
+
+    async def close(self, *, code: int, message: bytes) -> None:
+        """Close the connection: from here on the writer sends nothing more, so every push counted
+        as delivered went out before the close frame (a push after it would be discarded unread)."""
+        self.closing = True
+        if self.stream is not None:
+            self.stream.closed_at = time.monotonic()
+        await self.ws.close(code=code, message=message)
 
     def _wake(self) -> None:
         # publish() may run on another thread (tests placing orders through the state)
@@ -453,7 +466,7 @@ class _Connection:
                 "content": {"code": "0", "msg": "logged in elsewhere" if msg_code == "disconnect" else "logged out"},
             }
         )
-        await self.ws.close(code=1000, message=msg_code.encode())
+        await self.close(code=1000, message=msg_code.encode())
 
     async def run(self) -> None:
         cfg = self.state.config
@@ -462,7 +475,7 @@ class _Connection:
             remaining = cfg.ping_timeout - (time.monotonic() - last_ping)
             if remaining <= 0:
                 self.app.ws_stats["ping_timeouts"] += 1
-                await self.ws.close(code=self.app.close_code(WS_CLOSE_PING_TIMEOUT), message=b"no ping within timeout")
+                await self.close(code=self.app.close_code(WS_CLOSE_PING_TIMEOUT), message=b"no ping within timeout")
                 return
             try:
                 msg = await self.ws.receive(timeout=remaining)
@@ -524,7 +537,7 @@ class _Connection:
                     self.burst = asyncio.create_task(self.send_burst(cfg.burst_after_subscribe, sorted(wanted)[0]))
             elif msg_type == "logout":
                 await self.answer(self.ack(frame, "logout"))
-                await self.ws.close(code=1000, message=b"logout")
+                await self.close(code=1000, message=b"logout")
                 return
             else:
                 await self.answer(self.ack(frame, "error", "GGATEWAY_CODE_016", f"msgType {msg_type!r} not supported"))
@@ -542,7 +555,7 @@ class _Connection:
                     "msg token invalid or expired: fetch a new one with getMsgPushToken",
                 )
             )
-            await self.ws.close(code=self.app.close_code(WS_CLOSE_AUTH), message=b"login refused")
+            await self.close(code=self.app.close_code(WS_CLOSE_AUTH), message=b"login refused")
             return False
         self.app.ws_stats["logins"] += 1
         with self.state.lock:
@@ -589,20 +602,26 @@ class _Connection:
         while not self.ws.closed:
             await self.wake.wait()
             self.wake.clear()
-            while stream.outbox and not self.ws.closed:
+            while stream.outbox and not self.ws.closed and not self.closing:
                 if faults.silent:
                     break
                 with self.state.lock:
                     if stream.wake != self._wake:
                         return  # superseded by a newer connection of the same token
                     frame = stream.outbox.popleft()
+                if faults.malformed_every and (self.pushed + 1) % faults.malformed_every == 0:
+                    await self.ws.send_str('{"msgCode":"trade","content":')
+                try:
+                    await self.ws.send_str(_json(frame))
+                except BaseException:  # cancelled (the connection ended) or failed before it went out
+                    with self.state.lock:
+                        stream.outbox.appendleft(frame)  # not delivered: kept for the stream's next connection
+                    raise
+                with self.state.lock:  # delivered = handed to the socket, in order, before any close frame
                     stream.delivered.append((time.monotonic(), frame))
                 self.pushed += 1
                 stream.pushed += 1
                 self.app.ws_stats["pushed"] += 1
-                if faults.malformed_every and self.pushed % faults.malformed_every == 0:
-                    await self.ws.send_str('{"msgCode":"trade","content":')
-                await self.ws.send_str(_json(frame))
                 if self.drop_armed and faults.drop_after is not None and self.pushed >= faults.drop_after:
                     self.app.ws_stats["drops"] += 1
                     self.drop_armed = False

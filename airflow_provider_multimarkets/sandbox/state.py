@@ -166,6 +166,8 @@ class MsgStream:
     wake: Callable[[], None] | None = None
     pushed: int = 0
     expired: bool = False
+    closed_at: float | None = None
+    """When the server last closed a connection of this stream itself (monotonic)."""
     detached_at: float | None = None
     """When the last connection of this stream ended (monotonic): what it was sent just before may
     never have been read."""
