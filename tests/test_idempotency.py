@@ -155,3 +155,13 @@ def test_gateway_code_018_is_a_typed_error_with_meaning_and_hint() -> None:
     with pytest.raises(MultiMarketsApiError) as other:
         parse_response(200, b'{"code":"CFDWBWE000013","msg":"no","ok":false}', biz_type=ORDER_BIZ_TYPE)
     assert not other.value.concurrent_duplicate
+
+
+def test_acall_sends_the_key_too(mm_conn: dict[str, Any], sandbox: Any) -> None:
+    import asyncio
+
+    hook = MultiMarketsHook()
+    first = asyncio.run(hook.acall(ORDER_BIZ_TYPE, ORDER_BODY, idempotent=False, idempotency_key=KEY))
+    again = asyncio.run(hook.acall(ORDER_BIZ_TYPE, ORDER_BODY, idempotent=False, idempotency_key=KEY))
+    assert first == again and len(sandbox.state.orders) == 1
+    assert [h.get(IDEMPOTENCY_HEADER) for h in _sent_headers(sandbox, ORDER_BIZ_TYPE)] == [KEY, KEY]

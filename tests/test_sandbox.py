@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ORDER_BIZ_TYPE, ORDER_BODY, set_connection
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, FakeTime, set_connection
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
@@ -323,6 +323,19 @@ class ShiftedClock:
         return time.time() + self.offset
 
 
+class FrozenClock:
+    """A clock that moves only when advanced (here: by the hook's waits, which do not sleep)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     clock = ShiftedClock()
     sb = sandbox_factory(
@@ -369,12 +382,26 @@ def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch
 
 
 def test_waiting_out_a_429_is_not_a_ban(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=2.0))
-    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1))
+    # the sandbox's clock moves only when the hook waits: four calls always fall in one window, however
+    # busy the machine, and the wait for Retry-After is what opens the next one
+    clock = FrozenClock()
+
+    class Waits(FakeTime):  # the hook's and the budget's waits move both clocks, and do not sleep
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            clock.advance(seconds)
+
+    waits = Waits()
+    monkeypatch.setattr("airflow_provider_multimarkets.api.budget.time", waits)
+    monkeypatch.setattr("airflow_provider_multimarkets.hooks.multimarkets.time.sleep", waits.sleep)
+    sb = sandbox_factory(
+        SandboxConfig(rate_limit=3, rate_window=2.0, default_recv_window=10**9, max_recv_window=10**9), clock=clock
+    )
+    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1, recv_window=10**9))
     hook = MultiMarketsHook()
     for _ in range(4):  # the 4th gets a 429, honours Retry-After, then succeeds
         hook.get_msg_token()
-    assert "getMsgPushToken:429:00012005" in sb.state.answers
+    assert "getMsgPushToken:429:00012005" in sb.state.answers and 0 < sum(waits.sleeps) <= 2.5
     assert not any(":418:" in k for k in sb.state.answers)
 
 

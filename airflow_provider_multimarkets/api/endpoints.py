@@ -95,6 +95,27 @@ def endpoint(biz_type: str) -> Endpoint | None:
 # ---- the payload check ------------------------------------------------------------------------------
 
 
+#: as deep as the signer takes a body (``api.signing.MAX_DEPTH``); deeper ones it refuses by name
+_MAX_DEPTH = 32
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests more than ``limit`` levels (walked without recursion)."""
+    level: list[Any] = [value]
+    for _ in range(limit + 1):
+        level = [
+            child
+            for item in level
+            for child in (
+                item.values() if isinstance(item, Mapping) else item if isinstance(item, (list, tuple)) else ()
+            )
+            if isinstance(child, (Mapping, list, tuple))
+        ]
+        if not level:
+            return False
+    return True
+
+
 def _without_nulls(value: Any) -> Any:
     """The body as it is signed and sent: ``null`` members left out, tuples as arrays."""
     if isinstance(value, Mapping):
@@ -144,7 +165,10 @@ def check_payload(spec: Endpoint, payload: Mapping[str, Any] | None) -> None:
     """Raise :class:`MultiMarketsConfigError` naming every required field that is missing (or ``""``)
     and every field whose value the request schema refuses: a wrong JSON type, an array item or a
     nested object that does not match, an integer outside its format's range (``int64``: a Java
-    ``long``), a string too long. ``None`` is checked as ``{}``; fields the spec does not list pass."""
+    ``long``), a string too long. ``None`` is checked as ``{}``; fields the spec does not list pass.
+    A body nested deeper than the signer takes is left to the signer's error (it names the depth)."""
+    if _deeper_than(payload, _MAX_DEPTH):
+        return
     body = _without_nulls(payload or {})
     missing: list[str] = []
     wrong: list[str] = []

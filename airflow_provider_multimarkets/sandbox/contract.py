@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -41,6 +42,8 @@ _INTEGER_RANGES = {
 _MISSING: Any = object()
 #: arrays the sandbox makes up (no value, no example) hold one item, down to this depth
 _MAX_DEPTH = 6
+#: request bodies whose verdict is kept (the oldest dropped first)
+_MAX_VERDICTS = 4096
 
 
 class BizError(Exception):
@@ -109,6 +112,8 @@ class Contract:
         self.interfaces = interfaces
         self._validators: dict[tuple[str, str], Any] = {}
         self._examples: dict[str, Any] = {}
+        self._fitters: dict[tuple[str, str], Fit] = {}
+        self._verdicts: dict[tuple[str, str], BizError | None] = {}
 
     @classmethod
     def load(cls) -> Contract:
@@ -157,8 +162,28 @@ class Contract:
                     f"{name} {' or '.join(documented)}",
                 )
 
-    def check_body(self, biz_type: str, body: dict[str, Any]) -> None:
-        """The body against the request schema; the first problem as the gateway's business code."""
+    def check_body(self, biz_type: str, body: dict[str, Any], text: str | None = None) -> None:
+        """The body against the request schema; the first problem as the gateway's business code.
+
+        ``text``, the body as received, keys a bounded cache of verdicts: the same body is checked once."""
+        if text is None:
+            self._check_body(biz_type, body)
+            return
+        key = (biz_type, text)
+        verdict = self._verdicts.get(key, _MISSING)
+        if verdict is _MISSING:
+            try:
+                self._check_body(biz_type, body)
+                verdict = None
+            except BizError as exc:
+                verdict = exc
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.pop(next(iter(self._verdicts)))
+            self._verdicts[key] = verdict
+        if verdict is not None:
+            raise BizError(verdict.code, verdict.msg, verdict.msg_params)
+
+    def _check_body(self, biz_type: str, body: dict[str, Any]) -> None:
         validator = self._validator(biz_type, "request")
         errors = list(validator.iter_errors(_without_nulls(body)))
         if not errors:
@@ -200,19 +225,27 @@ class Contract:
             self._examples[biz_type] = found
         return self._examples[biz_type]
 
+    def _fitter(self, biz_type: str, name: str) -> Fit:
+        key = (biz_type, name)
+        fitter = self._fitters.get(key)
+        if fitter is None:
+            properties = (self.interfaces[biz_type]["response"] or {}).get("properties") or {}
+            fitter = self._fitters[key] = _compile(properties.get(name) or {}) if name in properties else _any
+        return fitter
+
     def shape(self, biz_type: str, value: Any = _MISSING) -> Any:
         """``value`` made valid for the interface's ``data`` schema, the gaps filled from its example."""
-        return _fit(self.data_schema(biz_type), value, self.example_data(biz_type), 0)
+        return self._fitter(biz_type, "data")(value, self.example_data(biz_type))
 
     def shape_envelope(self, biz_type: str, envelope: dict[str, Any]) -> dict[str, Any]:
         """The envelope fields in their documented types (``msgParams``: a string, or null where the
         schema says null); ``data`` is left as given."""
-        properties = self.response_schema(biz_type).get("properties") or {}
+        properties = (self.interfaces[biz_type]["response"] or {}).get("properties") or {}
         out = dict(envelope)
         for name, value in envelope.items():
             if name == "data" or name not in properties:
                 continue
-            fitted = _fit(properties[name], value, _MISSING, 0)
+            fitted = self._fitter(biz_type, name)(value, _MISSING)
             out[name] = "" if fitted is _MISSING else fitted
         return out
 
@@ -276,69 +309,113 @@ def _types(schema: dict[str, Any]) -> list[str]:
     return []
 
 
-def _fit(schema: dict[str, Any], value: Any, example: Any, depth: int) -> Any:
-    """A value valid for ``schema``: ``value`` coerced to it where it can be, else ``example`` where it
-    fits, else one the schema allows. ``_MISSING`` only for an optional field with nothing to say."""
+Fit = Callable[[Any, Any], Any]
+
+
+def _compile(schema: Any, depth: int = 0) -> Fit:
+    """A function ``(value, example) -> value valid for schema``: ``value`` coerced to the schema where
+    it can be, else ``example`` where it fits, else one the schema allows (``_MISSING`` only for an
+    optional field with nothing to say). Compiled once per schema: answers are shaped on every call."""
     if not isinstance(schema, dict):
-        return value if value is not _MISSING else example
+        return lambda value, example: value if value is not _MISSING else example
     types = _types(schema)
-    if value is None:
-        if schema.get("nullable") is True or "null" in types:
-            return None
-        value = _MISSING
-    if "null" in types and value is _MISSING:
-        return None
+    nullable = schema.get("nullable") is True or "null" in types
+    null_type = "null" in types
     kind = next((t for t in types if t != "null"), None)
-    if kind == "object" or (kind is None and isinstance(value, dict) and "properties" in schema):
-        return _fit_object(schema, value, example, depth)
-    if kind == "array":
-        return _fit_array(schema, value, example, depth)
-    if kind is None:
-        for candidate in (value, example, schema.get("example", _MISSING)):
-            if candidate is not _MISSING and candidate is not None:
-                return candidate
-        return ""
-    for candidate in (value, example, schema.get("example", _MISSING)):
-        if candidate is _MISSING or candidate is None:
-            continue
-        fitted = _scalar(kind, schema, candidate)
-        if fitted is not _MISSING:
-            return fitted
-    return _default(kind, schema)
-
-
-def _fit_object(schema: dict[str, Any], value: Any, example: Any, depth: int) -> Any:
-    properties = schema.get("properties") or {}
-    given = value if isinstance(value, dict) else {}
-    sample = example if isinstance(example, dict) else {}
-    if not properties:  # a free-form object: what was given, else the example
-        return dict(given) if given else (dict(sample) if sample else {})
-    out: dict[str, Any] = {}
-    for name, sub in properties.items():
-        fitted = _fit(sub, given.get(name, _MISSING), sample.get(name, _MISSING), depth + 1)
-        if fitted is not _MISSING:
-            out[name] = fitted
-    return out
-
-
-def _fit_array(schema: dict[str, Any], value: Any, example: Any, depth: int) -> Any:
-    items = schema.get("items") or {}
-    sample = example[0] if isinstance(example, list) and example else _MISSING
-    if isinstance(value, (list, tuple)):
-        rows = [_fit(items, v, sample, depth + 1) for v in value]
-    elif isinstance(example, list):
-        rows = [_fit(items, _MISSING, v, depth + 1) for v in example]
-    elif depth < _MAX_DEPTH:
-        rows = [_fit(items, _MISSING, _MISSING, depth + 1)]
+    if kind == "object" or (kind is None and "properties" in schema):
+        body = _compile_object(schema, depth)
+    elif kind == "array":
+        body = _compile_array(schema, depth)
+    elif kind is None:
+        body = _any
     else:
-        rows = []
-    rows = [r for r in rows if r is not _MISSING]
+        body = _compile_scalar(kind, schema)
+
+    def fit(value: Any, example: Any) -> Any:
+        if value is None:
+            if nullable:
+                return None
+            value = _MISSING
+        if null_type and value is _MISSING:
+            return None
+        return body(value, example)
+
+    return fit
+
+
+def _any(value: Any, example: Any) -> Any:
+    for candidate in (value, example):
+        if candidate is not _MISSING and candidate is not None:
+            return candidate
+    return ""
+
+
+def _compile_object(schema: dict[str, Any], depth: int) -> Fit:
+    fields = [(str(name), _compile(sub, depth + 1)) for name, sub in (schema.get("properties") or {}).items()]
+
+    def fit(value: Any, example: Any) -> Any:
+        given = value if isinstance(value, dict) else {}
+        sample = example if isinstance(example, dict) else {}
+        if not fields:  # a free-form object: what was given, else the example
+            return dict(given) if given else (dict(sample) if sample else {})
+        out: dict[str, Any] = {}
+        for name, field_fit in fields:
+            fitted = field_fit(given.get(name, _MISSING), sample.get(name, _MISSING))
+            if fitted is not _MISSING:
+                out[name] = fitted
+        return out
+
+    return fit
+
+
+def _compile_array(schema: dict[str, Any], depth: int) -> Fit:
+    item = _compile(schema.get("items") or {}, depth + 1) if depth < _MAX_DEPTH else _compile({}, depth + 1)
     low = int(schema.get("minItems") or 0)
-    while len(rows) < low:
-        rows.append(_fit(items, _MISSING, sample, depth + 1))
-    if schema.get("maxItems") is not None:
-        rows = rows[: int(schema["maxItems"])]
-    return rows
+    high = schema.get("maxItems")
+    synthesise = depth < _MAX_DEPTH
+
+    def fit(value: Any, example: Any) -> Any:
+        sample = example[0] if isinstance(example, list) and example else _MISSING
+        if isinstance(value, (list, tuple)):
+            rows = [item(v, sample) for v in value]
+        elif isinstance(example, list):
+            rows = [item(_MISSING, v) for v in example]
+        elif synthesise:
+            rows = [item(_MISSING, _MISSING)]
+        else:
+            rows = []
+        rows = [r for r in rows if r is not _MISSING]
+        while len(rows) < low:
+            rows.append(item(_MISSING, sample))
+        return rows[: int(high)] if high is not None else rows
+
+    return fit
+
+
+_PYTHON_KINDS = {"string": str, "integer": int, "number": (int, float), "boolean": bool}
+
+
+def _compile_scalar(kind: str, schema: dict[str, Any]) -> Fit:
+    default = _default(kind, schema)
+    documented = schema.get("example", _MISSING)
+    plain = _PYTHON_KINDS.get(kind)
+    rules = {"enum", "const", "minimum", "maximum", "maxLength"} & set(schema)
+    low, high = _INTEGER_RANGES.get(str(schema.get("format")), (None, None))
+    # the common case, a value already of the documented kind with no rule to check: as it is
+    quick = plain is not None and not rules and kind != "number"
+
+    def fit(value: Any, example: Any) -> Any:
+        if quick and type(value) is plain and (low is None or low <= value <= high):  # type(): a bool is no int here
+            return value
+        for candidate in (value, example, documented):
+            if candidate is _MISSING or candidate is None:
+                continue
+            fitted = _scalar(kind, schema, candidate)
+            if fitted is not _MISSING:
+                return fitted
+        return default
+
+    return fit
 
 
 def _scalar(kind: str, schema: dict[str, Any], value: Any) -> Any:

@@ -25,6 +25,7 @@ import base64
 import binascii
 import json
 import math
+from functools import lru_cache
 from typing import Any
 
 #: the charsets a JVM may have as its default, by their Java names, with the Python codec of each
@@ -159,18 +160,31 @@ def java_bytes(text: str, charset: str) -> bytes:
     return out
 
 
-def verify(public_key_b64: str, signed: bytes, signature_b64: str) -> bool:
-    """``RSASignature.doCheck``: SHA1WithRSA over ``signed`` with an X.509 base64 public key."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+@lru_cache(maxsize=64)
+def _public_key(public_key_b64: str) -> Any:
+    """The apiKey's public key, parsed once (``None`` if it is not an RSA key)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     try:
         key = serialization.load_der_public_key(base64.b64decode(public_key_b64))
+    except (ValueError, TypeError, binascii.Error):
+        return None
+    return key if isinstance(key, rsa.RSAPublicKey) else None
+
+
+def verify(public_key_b64: str, signed: bytes, signature_b64: str) -> bool:
+    """``RSASignature.doCheck``: SHA1WithRSA over ``signed`` with an X.509 base64 public key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = _public_key(public_key_b64)
+    try:
         signature = base64.b64decode(signature_b64, validate=True)
     except (ValueError, TypeError, binascii.Error):
         return False
-    if not isinstance(key, rsa.RSAPublicKey):
+    if key is None:
         return False
     try:
         key.verify(signature, signed, padding.PKCS1v15(), hashes.SHA1())  # noqa: S303 - the documented algorithm

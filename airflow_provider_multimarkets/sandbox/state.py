@@ -192,6 +192,8 @@ class Admitted:
     record: ApiKeyRecord
     trace: str
     started: float
+    #: the body as received
+    text: str = ""
     idempotency: Key | None = None
 
 
@@ -398,14 +400,14 @@ class SandboxState(TradingBooks):
             return self._gateway_error(trace, "00012004", "no permission for this company", biz_type)
         if biz_type not in self.contract:
             return self._gateway_error(trace, "GGATEWAY_CODE_002", "invalid business type", biz_type)
-        return Admitted(biz_type, headers, body, record, trace, started)
+        return Admitted(biz_type, headers, body, record, trace, started, text)
 
     def _serve(self, admitted: Admitted) -> HttpAnswer:
         biz_type, body, trace = admitted.biz_type, admitted.body, admitted.trace
         try:
             if self.config.check_version_group:
                 self.contract.check_headers(biz_type, admitted.headers)
-            self.contract.check_body(biz_type, body)
+            self.contract.check_body(biz_type, body, admitted.text)
             handler = self._endpoints.get(biz_type)
             result = handler(admitted.record, body, admitted.headers) if handler else self.contract.shape(biz_type)
             answer_data = self.contract.shape(biz_type, result)
