@@ -632,6 +632,7 @@ class MultiMarketsMarketOrderOperator(ResumableJobMixin, BaseOperator):
             ping_interval=self.ping_interval,
             order=answer,
             resumed=job.resumed,
+            hook_params=dict(getattr(self, "hook_params", None) or {}) or None,  # the operator's, once it has them
         )
 
     def _defer(self, tracking: OrderTracking) -> None:

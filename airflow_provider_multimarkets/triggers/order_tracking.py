@@ -43,6 +43,7 @@ class OrderTracking:
     :param spool_path: without ``output_path``, the local push log of the task instance.
     :param order: the order call's answer (``data``), echoed in the event.
     :param resumed: how the try found the order (``{"how": ..., "try_number": ...}``), echoed.
+    :param hook_params: keyword arguments of the hook that makes the lookups (``timeout``, ...).
     """
 
     token: str
@@ -61,6 +62,7 @@ class OrderTracking:
     ping_interval: float = 15.0
     order: dict[str, Any] | None = None
     resumed: dict[str, Any] | None = None
+    hook_params: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.order_id = str(self.order_id)
@@ -132,7 +134,7 @@ async def poll_lookup(tracking: OrderTracking, event: dict[str, Any], log: Any) 
     from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
     from airflow_provider_multimarkets.trading.order_lookup import afind_orders, describe, is_final
 
-    hook = MultiMarketsHook(tracking.multimarkets_conn_id)
+    hook = MultiMarketsHook(tracking.multimarkets_conn_id, **(tracking.hook_params or {}))
     end = max(time.time(), tracking.deadline) + tracking.lookup_timeout
     log.info(
         "Order %s: the stream did not show a final status; polling the order lookup for up to %.0f s.",
