@@ -118,11 +118,19 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [
+            {
+                "integration-name": "MultiMarkets",
+                "python-modules": ["airflow_provider_multimarkets.sensors.order_status"],
+            }
+        ],
         "triggers": [
             {
                 "integration-name": "MultiMarkets",
                 "python-modules": [
                     "airflow_provider_multimarkets.triggers.msg_subscribe",
+                    "airflow_provider_multimarkets.triggers.order_status",
+                    "airflow_provider_multimarkets.triggers.order_tracking",
                     "airflow_provider_multimarkets.triggers.push_event",
                 ],
             }

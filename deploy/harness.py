@@ -450,6 +450,33 @@ class Deployment:
     def all_task_logs(self) -> Iterable[Path]:
         return (self.home / "logs").rglob("attempt=*.log")
 
+    def task_state(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict[str, Any]:
+        """A task instance's task state store (Airflow 3.3+), key -> value, through the REST API."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{q(run_id)}/taskInstances/{task_id}/state-store?limit=100"
+        if map_index >= 0:
+            path += f"&map_index={map_index}"
+        return {entry["key"]: entry["value"] for entry in self.get(path)["task_state_store"]}
+
+    def pool(self, name: str = "default_pool") -> dict[str, Any]:
+        """A pool's slots as the REST API reports them (``running_slots``, ``deferred_slots``, ...)."""
+        return dict(self.get(f"/api/v2/pools/{q(name)}"))
+
+    def component_of(self, pid: int) -> str | None:
+        """The component (e.g. ``worker-1``) whose process tree holds ``pid`` (walks ``/proc`` parents)."""
+        mains = {c.proc.pid: name for name, c in self.components.items() if c.proc is not None}
+        current = pid
+        for _ in range(64):
+            if current in mains:
+                return mains[current]
+            try:
+                with open(f"/proc/{current}/stat", encoding="utf-8") as handle:
+                    current = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                return None
+            if current <= 1:
+                return None
+        return None
+
 
 def q(value: str) -> str:
     return urllib.parse.quote(value, safe="")

@@ -225,6 +225,56 @@ def run_subscription(*, window: float = 20.0, backoff: float = 0.05, **kwargs: A
     return asyncio.run(_first_event(MultiMarketsMsgSubscribeTrigger(**kwargs)))
 
 
+class FakeTaskStateStore:
+    """Airflow 3.3's ``context["task_state_store"]`` in memory: ``get``/``set``/``delete`` as the SDK's
+    accessor has them. ``writes`` records every ``set`` with ``marks()`` taken at that moment (e.g. how
+    many order calls the sandbox had received), so a test sees what was stored before which call."""
+
+    def __init__(self, values: dict[str, Any] | None = None, marks: Any = None) -> None:
+        self.values: dict[str, Any] = dict(values or {})
+        self.writes: list[tuple[str, Any, Any]] = []
+        self.retentions: dict[str, Any] = {}
+        self.marks = marks or (lambda: None)
+        self.fail_on: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return json.loads(json.dumps(self.values[key])) if key in self.values else default
+
+    def set(self, key: str, value: Any, *, retention: Any = None) -> None:
+        if value is None:
+            raise ValueError("Cannot set value as None")
+        if key in self.fail_on:
+            raise RuntimeError(f"the API server refused {key}")
+        self.values[key] = json.loads(json.dumps(value))  # JSON values only, as the real store
+        self.retentions[key] = retention
+        self.writes.append((key, self.values[key], self.marks()))
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+class FakeTI:
+    """The task instance fields the order operator reads, and its XCom pushes."""
+
+    def __init__(self, try_number: int = 1, run_id: str = "manual__1", task_id: str = "order") -> None:
+        self.dag_id, self.run_id, self.task_id, self.map_index = "dag", run_id, task_id, -1
+        self.try_number = try_number
+        self.stats_tags: dict[str, str] = {}
+        self.xcoms: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcoms[key] = value
+
+
+def order_context(ti: FakeTI, store: FakeTaskStateStore | None = None) -> Any:
+    from types import SimpleNamespace
+
+    context: dict[str, Any] = {"ti": ti, "dag_run": SimpleNamespace(conf={})}
+    if store is not None:
+        context["task_state_store"] = store
+    return context
+
+
 class FakeClock:
     """The client's wall clock, moved on by its waits between connections: a backoff of ``s``
     seconds advances ``time.time()`` by ``s`` at once (and yields to the loop), so windows and

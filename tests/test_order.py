@@ -1,5 +1,5 @@
 """Exactly one order per task instance: the client order id, the lookup before placing, truthful
-failure messages, and a subscription that must be acknowledged before anything is placed."""
+failure messages, and a subscription whose login must be answered before anything is placed."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import asyncio
 import re
 import socket
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import ORDER_BIZ_TYPE, ORDER_BODY, set_connection
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, FakeTI, order_context, set_connection
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsConfigError,
@@ -27,6 +26,14 @@ from airflow_provider_multimarkets.operators.order import (
 from airflow_provider_multimarkets.trading.order_identity import check_third_party_order, derive_third_party_order
 
 VALID = re.compile(r"^[A-Za-z0-9_]{1,255}$")
+
+
+@pytest.fixture(autouse=True)
+def _own_push_dir(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test has its own spool: every sandbox numbers its orders from the same id, and a push log
+    restored from another test's order would be taken for this one's fill."""
+    monkeypatch.setenv("MULTIMARKETS_PUSH_DIR", str(tmp_path / "mm-pushes"))
+
 
 # ---- the client order id ------------------------------------------------------------------------
 
@@ -75,18 +82,8 @@ def test_bad_override_is_a_config_error(bad: Any) -> None:
 # ---- lookup before placing --------------------------------------------------------------------------
 
 
-class FakeTI:
-    def __init__(self, try_number: int = 1, run_id: str = "manual__1") -> None:
-        self.dag_id, self.run_id, self.task_id, self.map_index = "dag", run_id, "order", -1
-        self.try_number = try_number
-        self.xcoms: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcoms[key] = value
-
-
 def _context(ti: FakeTI) -> Any:
-    return {"ti": ti, "dag_run": SimpleNamespace(conf={})}
+    return order_context(ti)
 
 
 def _op(**kwargs: Any) -> MultiMarketsMarketOrderOperator:
@@ -215,16 +212,37 @@ def test_refused_subscription_places_nothing(sandbox: Any, mm_conn: dict[str, An
     assert sandbox.state.orders == []
 
 
-def test_no_acknowledgement_places_nothing_unless_opted_in(sandbox: Any, mm_conn: dict[str, Any]) -> None:
+def test_no_login_answer_places_nothing_unless_opted_in(sandbox: Any, mm_conn: dict[str, Any]) -> None:
     sandbox.state.faults.ws.silent = True
-    with pytest.raises(MultiMarketsOrderError, match="NOT placed.*did not answer the login"):
-        _tracked(ack_grace=0.5).execute(_context(FakeTI()))
+    with pytest.raises(MultiMarketsOrderError, match=r"NOT placed.*did not answer the login"):
+        _tracked(login_timeout=0.5).execute(_context(FakeTI()))
     assert sandbox.state.orders == []
-    result = _tracked(ack_grace=0.5, untracked_if_no_ack=True, window_seconds=2).execute(_context(FakeTI(run_id="r2")))
-    assert (
-        len(sandbox.state.orders) == 1 and result["order"]["orderId"] == sandbox.state.orders[0]["response"]["orderId"]
+    result = _tracked(login_timeout=0.5, untracked_if_no_login=True, window_seconds=2, poll_interval=0.2).execute(
+        _context(FakeTI(run_id="r2"))
     )
     sandbox.state.faults.ws.silent = False
+    (placed,) = sandbox.state.orders
+    assert result["order"]["orderId"] == placed["response"]["orderId"]
+    # no push could arrive: the lookup said what became of it
+    assert result["fill"]["final_status"] == "completed" and result["fill"]["tracked"] is False
+    assert result["record"]["status"] == 2
+
+
+def test_no_acknowledgement_of_subscribe_asset_is_awaited(sandbox: Any, mm_conn: dict[str, Any]) -> None:
+    """Strict mode: the sandbox sends only documented frames (no answer to subscribe_asset, no pong). The
+    login answered and subscribe_asset sent, the order is placed and tracked."""
+    assert sandbox.state.config.strict_frames
+    result = _tracked().execute(_context(FakeTI()))
+    assert len(sandbox.state.orders) == 1
+    assert result["fill"]["tracked"] and result["fill"]["final_status"] == "completed"
+    assert result["subscription"].get("answer_frames", 0) == 0  # nothing but the login answer and pushes came
+
+
+def test_deprecated_ack_arguments_warn_and_map_to_the_login_ones() -> None:
+    with pytest.warns(DeprecationWarning, match="ack_grace and untracked_if_no_ack .* deprecated"):
+        op = _tracked(ack_grace=3, untracked_if_no_ack=True)
+    assert op.login_timeout == 3 and op.untracked_if_no_login is True
+    assert _tracked().login_timeout == 10 and _tracked().untracked_if_no_login is False
 
 
 def test_socket_dropped_while_placing_still_tracks_the_order(sandbox: Any, mm_conn: dict[str, Any]) -> None:

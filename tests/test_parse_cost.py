@@ -36,6 +36,8 @@ t = time.perf_counter()
 import airflow_provider_multimarkets.operators.msg_token
 import airflow_provider_multimarkets.operators.multimarkets
 import airflow_provider_multimarkets.hooks.multimarkets
+import airflow_provider_multimarkets.operators.order
+import airflow_provider_multimarkets.sensors.order_status
 elapsed = time.perf_counter() - t
 print(json.dumps({"added": sorted(set(sys.modules) - before), "ms": elapsed * 1000}))
 """

@@ -169,6 +169,10 @@ class MultiMarketsMsgClient:
         opened: the event trigger's way to turn pushes into events. It must not block.
     :param login_grace: seconds to wait for the login answer before giving up on ``on_ready``.
     :param ready_without_login_answer: run ``on_ready`` after ``login_grace`` even without an answer.
+    :param handover: with ``on_ready``: end the subscription as soon as ``on_ready`` has returned
+        (unless the order it returned is already final), closing the connection without
+        ``cancel_subscribe_asset``/``logout``, so that another client (the order tracking trigger)
+        resumes the same stream with the same token and push log. ``stop_reason``: ``handover``.
     :param log: where to log (the trigger's or the operator's logger).
     """
 
@@ -180,6 +184,7 @@ class MultiMarketsMsgClient:
         on_push: Callable[[dict[str, Any]], None] | None = None,
         login_grace: float = 10.0,
         ready_without_login_answer: bool = False,
+        handover: bool = False,
         log: logging.Logger | logging.LoggerAdapter[Any] | Any | None = None,
     ) -> None:
         self.spec = spec
@@ -190,6 +195,7 @@ class MultiMarketsMsgClient:
         self.on_push = on_push
         self.login_grace = login_grace
         self.ready_without_login_answer = ready_without_login_answer
+        self.handover = handover
         self._ready: asyncio.Future[str | None] | None = None
         self._ready_seen = False
         self._ready_blocked = False
@@ -513,8 +519,8 @@ class MultiMarketsMsgClient:
                 if isinstance(error, ConnectionClosed) and task is ticker:
                     await self._read_after_close(ws, recorder)  # a ping found the close: read what came first
                 task.result()  # re-raise ConnectionClosed, _Idle, _Stalled, session ends, signal errors
-            if recorder.done:  # the end of a window comes to every subscription at once: take turns
-                async with _start_slot():
+            if recorder.done and recorder.stop_reason != "handover":  # a handover keeps the subscription
+                async with _start_slot():  # the end of a window comes to every subscription at once: take turns
                     graceful = await self._goodbye(ws, recorder, next_frame)
         except (_Idle, _Stalled):
             graceful = False
@@ -577,6 +583,8 @@ class MultiMarketsMsgClient:
                 order_id = ready.result()  # re-raises the signal's error
                 if order_id:
                     recorder.set_until(OrderCondition(str(order_id)))
+                if self.handover:
+                    recorder.finish("handover")  # a no-op when the order's final push already arrived
                 continue
             remaining = self._remaining()
             if remaining is not None and remaining <= 0:

@@ -588,7 +588,7 @@ class TradingBooks:
             "positionId": response["positionId"],
             "stopLoss": response["stopLoss"],
             "takeProfit": response["takeProfit"],
-            "remark": request.get("remark") or "",
+            "remark": placed.get("remark", request.get("remark") or ""),
             "createTime": placed["created_ms"],
             "updateTime": placed.get("updated_ms", placed["created_ms"]),
             "source": request.get("source") or "OpenAPI",
@@ -602,6 +602,19 @@ class TradingBooks:
             "pnl": 0,
             "profit": response["profit"],
         }
+
+    def set_order_status(self, order_id: int, status: int, remark: str | None = None) -> dict[str, Any]:
+        """Move an order to ``status`` as the platform would (a pending order filled, cancelled, rejected...),
+        as the order lists show it; ``remark`` is the platform's own words. For tests."""
+        with self.lock:
+            for placed in self.orders:
+                if placed["response"]["orderId"] == order_id:
+                    placed["status"] = int(status)
+                    placed["updated_ms"] = int(self.clock() * 1000)
+                    if remark is not None:
+                        placed["remark"] = remark
+                    return self.order_record(placed)
+        raise KeyError(order_id)
 
     def _find_order(self, record: Any, body: dict[str, Any], key: str = "orderId") -> dict[str, Any]:
         wanted = body.get(key)

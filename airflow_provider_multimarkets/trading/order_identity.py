@@ -6,6 +6,9 @@ characters of ``[A-Za-z0-9_]``) and a filter of the isolated-margin order list
 is the same for every try and every clear of that task instance and differs between task
 instances: a retry looks the order up by it before placing, and adopts what it finds.
 
+The request's ``idempotency-key`` header is derived from ``thirdPartyOrder`` in turn, so every try
+of a task instance sends the same key (:func:`derive_idempotency_key`).
+
 Pure logic: no Airflow import.
 """
 
@@ -35,6 +38,17 @@ def derive_third_party_order(dag_id: str, run_id: str, task_id: str, map_index: 
     readable = readable.strip("_")
     suffix = f"m{map_index}_" if map_index >= 0 else ""
     return f"af_{readable}_{suffix}{digest}" if readable else f"af_{suffix}{digest}"
+
+
+def derive_idempotency_key(third_party_order: str) -> str:
+    """``mmo_<40 hex of SHA-256 over the thirdPartyOrder>``: the same for every try, header-safe, 44 characters.
+
+    A hash rather than the ``thirdPartyOrder`` itself: a chosen ``thirdPartyOrder`` may be 255
+    characters long, and the key must stay well within a header's limits. The task state store
+    keeps both (``multimarkets.third_party_order``, ``multimarkets.idempotency_key``).
+    """
+    digest = hashlib.sha256(("idempotency-key\x1f" + third_party_order).encode("utf-8")).hexdigest()
+    return f"mmo_{digest[:40]}"
 
 
 def check_third_party_order(value: Any) -> str:

@@ -147,6 +147,29 @@ def fill_report(order: dict[str, Any], final_push: dict[str, Any] | None) -> dic
     }
 
 
+def fill_from_record(order: dict[str, Any], record: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`fill_report`'s fields from the order's record in the documented order list (no push seen).
+
+    ``deal_price``/``deal_amount`` are the record's ``executePrice``/``executeNum``; ``tracked`` is
+    ``False`` (the status was looked up, not pushed); ``remark`` is the record's own words.
+    """
+    record = record or {}
+    status = record.get("status")
+    return {
+        "order_id": order.get("orderId", record.get("id")),
+        "position_id": order.get("positionId", record.get("positionId")),
+        "symbol": order.get("symbolName", record.get("symbolName")),
+        "direction": order.get("direction", record.get("direction")),
+        "execute_price": order.get("executePrice", record.get("executePrice")),
+        "final_status": order_status_name(status) if status is not None else None,
+        "deal_price": record.get("executePrice"),
+        "deal_amount": record.get("executeNum"),
+        "push_biz_type": None,
+        "tracked": False,
+        "remark": record.get("remark"),
+    }
+
+
 def scale_price(price: float | str, digits: int) -> str:
     """A price as the API wants it in orders: price x 10^digits as an integer string (1.23, 3 -> '1230')."""
     from decimal import ROUND_HALF_UP, Decimal

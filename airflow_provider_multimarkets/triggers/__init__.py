@@ -1,1 +1,1 @@
-"""Airflow triggers of the MultiMarkets provider: the message subscription and the push-event watcher."""
+"""Airflow triggers of the MultiMarkets provider: the message subscription, order tracking and status, and the push-event watcher."""
