@@ -107,6 +107,9 @@ class SandboxConfig:
     trade_stream_rate: float = 0.0
     """Synthetic trade pushes per second to every subscribed stream (0: off)."""
     trade_stream_limit: int | None = None
+    trade_stream_types: frozenset[str] | None = None
+    """The trade types the synthetic stream pushes to (``None``: every subscribed one). ``{"1"}`` keeps
+    trade type 2 (the isolated-margin account the example orders use) to the user's own orders."""
     require_app_id: str | None = None
     seed: int = 7
     pnl_interval: float = 0.0
