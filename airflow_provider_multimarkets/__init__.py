@@ -51,6 +51,11 @@ MOVED_NAMES: dict[tuple[str, str], str] = {
         ("msg_frames", n): "messaging.subscription"
         for n in ("OrderCondition", "SubscriptionRecorder", "format_summary")
     },
+    **{
+        ("msg_frames", n): "trading.order_status"
+        for n in ("FINAL_ORDER_STATUSES", "FAILED_ORDER_BIZ_TYPES", "ORDER_STATUS_NAMES")
+    },
+    ("order_identity", "FINAL_ORDER_STATUSES"): "trading.order_status",
     ("push_events", "event_identity"): "messaging.identity",
     **{("push_events", n): "storage.journal" for n in ("compact_journal", "read_lines", "load_token", "save_token")},
     **{("push_events", n): "trading.fill_ledger" for n in ("FillLedger", "fill_record")},

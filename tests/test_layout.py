@@ -176,3 +176,81 @@ def test_readme_example_import_of_the_fill_ledger_keeps_working() -> None:
 def test_an_unknown_module_is_still_not_found() -> None:
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module(f"{NAME}.no_such_module")
+
+
+def _definitions() -> dict[str, list[str]]:
+    """Module-level classes, functions and constants (literals, not aliases) of the package, by name."""
+    found: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        if ".sandbox" in module:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            names: list[str] = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, (ast.Assign, ast.AnnAssign)) and not isinstance(
+                node.value, (ast.Name, ast.Attribute, type(None))
+            ):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name) and t.id.lstrip("_").isupper()]
+            for name in names:
+                found.setdefault(name, []).append(module)
+    return found
+
+
+def test_every_concept_is_defined_once() -> None:
+    """One constant, one helper, one class per name: a second definition is an alias or an import."""
+    twice = {name: where for name, where in _definitions().items() if len(where) > 1}
+    assert not twice, f"defined in more than one module: {twice}"
+
+
+def test_the_order_status_vocabulary_takes_either_form() -> None:
+    from airflow_provider_multimarkets.trading.order_status import (
+        FINAL_ORDER_STATUSES,
+        is_final_order_status,
+        order_status_key,
+        order_status_name,
+    )
+
+    assert all(isinstance(status, str) for status in FINAL_ORDER_STATUSES)
+    # a push sends "2", an order record 2: the same status
+    assert is_final_order_status("2") and is_final_order_status(2) and is_final_order_status(2.0)
+    assert not is_final_order_status("3") and not is_final_order_status(1)
+    assert not is_final_order_status(None) and not is_final_order_status(True) and not is_final_order_status([2])
+    assert order_status_key(" 4 ") == "4" and order_status_name(6) == "rejected" and order_status_name("x") == "x"
+
+
+def test_the_budget_defaults_are_the_settings_defaults() -> None:
+    from airflow_provider_multimarkets.api import budget, settings
+
+    assert budget.DEFAULT_BAN_SECONDS is settings.DEFAULT_BAN_SECONDS
+    assert budget.DEFAULT_MAX_WAIT_SECONDS == settings.DEFAULT_RATE_LIMIT_MAX_WAIT
+
+
+def test_the_event_identity_is_stable_across_processes() -> None:
+    """Built on the same content key as the push log's, but with SHA-1, never the per-process salted ``hash``."""
+    import json
+    import subprocess
+    import sys
+
+    from airflow_provider_multimarkets.messaging.identity import canonical_content, content_key, event_identity
+
+    notice = {"msgCode": "notice", "seqId": 4, "timestamp": 5, "content": {"updateType": 1, "x": "é"}}
+    text = json.dumps(notice, separators=(",", ":"), ensure_ascii=False).encode()
+    assert content_key(notice, text) == text.replace(b'"seqId":4', b"")  # a key, not JSON: the comma may stay
+    assert content_key(notice) == canonical_content(notice) == canonical_content({**notice, "seqId": 99})
+    code = (
+        "import json, sys; from airflow_provider_multimarkets.messaging.identity import event_identity; "
+        "print(event_identity(json.loads(sys.argv[1])))"
+    )
+    others = {
+        subprocess.run(
+            [sys.executable, "-c", code, json.dumps(notice)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PYTHONHASHSEED": str(seed), "PATH": ""},
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
+    assert others == {event_identity(notice)}

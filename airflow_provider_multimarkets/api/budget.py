@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
+from airflow_provider_multimarkets.api.settings import DEFAULT_BAN_SECONDS, DEFAULT_RATE_LIMIT_MAX_WAIT
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsBannedError,
@@ -47,6 +48,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsError,
     MultiMarketsRateLimitError,
 )
+from airflow_provider_multimarkets.storage.files import write_atomic
 
 if TYPE_CHECKING:
     from pyrate_limiter import AbstractBucket
@@ -59,8 +61,8 @@ SAFETY_MARGIN_SECONDS = 1.0
 #: A 429 without a usable Retry-After blocks the key for one whole window: calling on after a 429
 #: is what gets a key banned, so the safe guess is the longest the gateway could need.
 #: A 418 without one blocks it for ``ban_seconds`` (the documented first ban: 5 minutes).
-DEFAULT_BAN_SECONDS = 300.0
-DEFAULT_MAX_WAIT_SECONDS = 120.0
+#: (Both defaults are the connection settings' own, defined once in :mod:`.settings`.)
+DEFAULT_MAX_WAIT_SECONDS = DEFAULT_RATE_LIMIT_MAX_WAIT
 #: No Retry-After blocks a key longer than this (documented bans are 5, 10, 15 ... minutes); a
 #: bogus far-future value must not stop every DAG for days.
 MAX_BLOCK_SECONDS = 3600.0
@@ -222,14 +224,11 @@ class HostStore(_BucketStore):
             ) from None
 
     def write_block(self, block: Block) -> None:
-        tmp = f"{self.block_path}.{os.getpid()}.{threading.get_ident()}.tmp"
         with self._lock, self._file_lock:
             current = self.read_block()
             if current is not None and current.until >= block.until:
                 return
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(block.to_json())
-            os.replace(tmp, self.block_path)
+            write_atomic(self.block_path, block.to_json())
 
     def close(self) -> None:
         if self.bucket is not None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -56,6 +55,7 @@ from airflow_provider_multimarkets.messaging.frames import (
     session_end,
 )
 from airflow_provider_multimarkets.messaging.subscription import OrderCondition, SubscriptionRecorder
+from airflow_provider_multimarkets.storage.files import write_atomic
 from airflow_provider_multimarkets.storage.logs import open_push_log
 from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
 from airflow_provider_multimarkets.storage.push_log import PushLog, PushLogError
@@ -598,11 +598,8 @@ class _RunState:
             "connections": recorder.connections,
             "reconnects": recorder.reconnects,
         }
-        tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(data, handle)
-            os.replace(tmp, self.path)
+            write_atomic(self.path, json.dumps(data))
         except OSError:
             pass  # the counters are informative; the push log is what counts
 

@@ -63,20 +63,6 @@ PNL_PREFIXES = {"f(": 1, "g(": 2}
 PNL_ACCOUNT_FIELDS = ("profitLoss", "occupyMargin", "availableMargin", "marginRadio", "netWorth", "balance")
 #: positions kept of one P&L frame in a summary (the count is always reported)
 PNL_MAX_POSITIONS = 100
-#: ``paramMap.orderStatus`` values after which an order no longer changes (the Order Process page,
-#: https://docs.multimarkets.org/client-api/open-api/order-process).
-FINAL_ORDER_STATUSES = frozenset({"2", "4", "5", "6", "7"})
-#: ``content.bizType`` values that report a failed order (final as well).
-FAILED_ORDER_BIZ_TYPES = frozenset({"POSITION_OPEN_FAIL", "ME_POSITION_LIMIT_FAIL"})
-ORDER_STATUS_NAMES = {
-    "1": "received",
-    "2": "completed",
-    "3": "partially completed",
-    "4": "cancelled",
-    "5": "partially cancelled",
-    "6": "rejected",
-    "7": "expired",
-}
 
 
 def build_frame(

@@ -15,14 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_multimarkets.messaging.frames import (
-    FAILED_ORDER_BIZ_TYPES,
-    FINAL_ORDER_STATUSES,
-    content_of,
-    field_text,
-    param_map,
-)
+from airflow_provider_multimarkets.messaging.frames import content_of, field_text, param_map
 from airflow_provider_multimarkets.messaging.identity import event_identity
+from airflow_provider_multimarkets.trading.order_status import FAILED_ORDER_BIZ_TYPES, is_final_order_status
 
 #: the payload of one event is kept under this many bytes of JSON (the metadata DB stores it)
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
@@ -94,7 +89,7 @@ class PushEventFilter:
             return False
         if self.final_only:
             status = field_text(params.get("orderStatus"))
-            if status is not None and status not in FINAL_ORDER_STATUSES and biz_type not in FAILED_ORDER_BIZ_TYPES:
+            if status is not None and not is_final_order_status(status) and biz_type not in FAILED_ORDER_BIZ_TYPES:
                 return False
         if self.symbol_ids is not None and field_text(params.get("symbolId")) not in self.symbol_ids:
             return False

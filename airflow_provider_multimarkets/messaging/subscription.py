@@ -8,14 +8,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_multimarkets.messaging.frames import (
-    FAILED_ORDER_BIZ_TYPES,
-    FINAL_ORDER_STATUSES,
-    ORDER_STATUS_NAMES,
-    PNL_MAX_POSITIONS,
-    param_map,
-)
+from airflow_provider_multimarkets.messaging.frames import PNL_MAX_POSITIONS, param_map
 from airflow_provider_multimarkets.storage.push_log import PushLog, as_line
+from airflow_provider_multimarkets.trading.order_status import (
+    FAILED_ORDER_BIZ_TYPES,
+    ORDER_STATUS_NAMES,
+    is_final_order_status,
+)
 
 
 @dataclass
@@ -30,7 +29,7 @@ class OrderCondition:
             return False
         content = frame.get("content") if isinstance(frame.get("content"), dict) else {}
         biz_type = str(content.get("bizType", "")) if isinstance(content, dict) else ""
-        return str(params.get("orderStatus")) in FINAL_ORDER_STATUSES or biz_type in FAILED_ORDER_BIZ_TYPES
+        return is_final_order_status(params.get("orderStatus")) or biz_type in FAILED_ORDER_BIZ_TYPES
 
 
 @dataclass

@@ -268,12 +268,13 @@ class MultiMarketsMarketOrderOperator(BaseOperator):
 
     def _adopted(self, record: dict[str, Any], order: dict[str, Any], context: Context) -> dict[str, Any]:
         """An earlier try placed the order: report it, and wait (bounded) for a final status."""
-        from airflow_provider_multimarkets.trading.order_identity import FINAL_ORDER_STATUSES, record_order_id
+        from airflow_provider_multimarkets.trading.order_identity import record_order_id
+        from airflow_provider_multimarkets.trading.order_status import is_final_order_status
 
         order_id = record_order_id(record)
         self._record(context, {"orderId": order_id, "thirdPartyOrder": order["thirdPartyOrder"], "source": "adopted"})
         deadline = time.monotonic() + (self.window_seconds if self.track else 0)
-        while self.track and record.get("status") not in FINAL_ORDER_STATUSES and time.monotonic() < deadline:
+        while self.track and not is_final_order_status(record.get("status")) and time.monotonic() < deadline:
             time.sleep(2)
             found = self.lookup(order, order["thirdPartyOrder"])
             record = found[0] if found else record

@@ -6,6 +6,8 @@ import os
 from collections import deque
 from collections.abc import Iterator
 
+from airflow_provider_multimarkets.storage.files import atomic_file, complete_lines, write_atomic
+
 
 def compact_journal(path: str, *, max_bytes: int, keep_lines: int) -> bool:
     """Keep a journal under ``max_bytes``: when it is larger, keep its last ``keep_lines`` lines.
@@ -19,17 +21,10 @@ def compact_journal(path: str, *, max_bytes: int, keep_lines: int) -> bool:
         return False
     if size <= max_bytes:
         return False
-    tail: deque[bytes] = deque(maxlen=keep_lines)
     with open(path, "rb") as handle:
-        for line in handle:
-            if line.endswith(b"\n"):
-                tail.append(line)
-    tmp = f"{path}.{os.getpid()}.compact"
-    with open(tmp, "wb") as handle:
+        tail = deque(complete_lines(handle), maxlen=keep_lines)
+    with atomic_file(path, binary=True, fsync=True) as handle:
         handle.writelines(tail)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return True
 
 
@@ -38,9 +33,7 @@ def read_lines(path: str) -> Iterator[str]:
     if not os.path.exists(path):
         return
     with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if line.endswith("\n"):
-                yield line
+        yield from complete_lines(handle)
 
 
 def load_token(path: str) -> str | None:
@@ -57,8 +50,4 @@ def save_token(path: str, token: str) -> None:
     """Keep the msg token beside the journal, readable by its owner only (mode 0600), so a watcher
     started again resumes the same message stream; written to a new file and renamed."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(token)
-    os.replace(tmp, path)
+    write_atomic(path, token, mode=0o600)

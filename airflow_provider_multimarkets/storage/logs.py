@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from airflow_provider_multimarkets.storage.files import complete_lines
 from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
 from airflow_provider_multimarkets.storage.push_log import PushLog
 
@@ -27,6 +28,4 @@ def iter_push_lines(path: str) -> Iterable[str]:
         yield from iter_segment_lines(path)
         return
     with open(local_path(path), encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("\n"):  # a last line without its newline is a write cut short: not counted
-                yield line
+        yield from complete_lines(handle)

@@ -39,11 +39,7 @@ from typing import Any
 
 from airflow_provider_multimarkets.messaging.codec import frame_loads
 from airflow_provider_multimarkets.messaging.identity import push_identity
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: single writer assumed
-    fcntl = None  # type: ignore[assignment]
+from airflow_provider_multimarkets.storage.files import Flock
 
 READ_CHUNK = 1 << 20
 #: a staged push: (identity, tally record, line, the parsed frame only when ``on_push`` needs it)
@@ -76,7 +72,7 @@ def as_line(frame: dict[str, Any], text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _key(value: Any) -> str:
+def _count_key(value: Any) -> str:
     return value if type(value) is str else json.dumps(value, separators=(",", ":"), default=repr)
 
 
@@ -92,15 +88,15 @@ def tally_record(frame: dict[str, Any]) -> tuple[str, str | None, str | None, in
     if type(content) is dict:
         value = content.get("bizType")
         if value is not None:
-            biz_type = value if type(value) is str else _key(value)
+            biz_type = value if type(value) is str else _count_key(value)
         params = content.get("paramMap")
         if type(params) is dict:
             value = params.get("orderStatus")
             if value is not None:
-                status = value if type(value) is str else _key(value)
+                status = value if type(value) is str else _count_key(value)
     stamp = frame.get("timestamp")
     return (
-        code if type(code) is str else _key(code),
+        code if type(code) is str else _count_key(code),
         biz_type,
         status,
         stamp if type(stamp) is int else None,
@@ -368,9 +364,9 @@ class PushLog:
             return False
         return self.commit() == 1
 
-    def _locked(self) -> _Flock:
+    def _locked(self) -> Flock:
         assert self._fd is not None
-        return _Flock(self._fd)
+        return Flock(self._fd)
 
     def close(self) -> None:
         fd, self._fd = self._fd, None
@@ -382,21 +378,6 @@ class PushLog:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-class _Flock:
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __enter__(self) -> None:
-        if fcntl is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if fcntl is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 def _write_error(path: str, exc: OSError, action: str) -> PushLogError:

@@ -154,6 +154,7 @@ class TableFiles:
 
 
 def _move(path: str, destination: str) -> str:
+    from airflow_provider_multimarkets.storage.files import atomic_file
     from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
 
     name = os.path.basename(path)
@@ -167,28 +168,31 @@ def _move(path: str, destination: str) -> str:
     directory = local_path(destination)
     os.makedirs(directory, exist_ok=True)
     target = os.path.join(directory, name)
-    staged = f"{target}.{os.getpid()}.part"
-    shutil.copyfile(path, staged)
-    os.replace(staged, target)
+    with open(path, "rb") as source, atomic_file(target, binary=True) as handle:
+        shutil.copyfileobj(source, handle)
     return target
 
 
 def read_jsonl(path: str) -> Iterable[dict[str, Any]]:
     """The records of a JSON Lines file that :meth:`TableFiles.publish` wrote: a local path, a
-    ``file://`` URL, or an object-store URL."""
+    ``file://`` URL, or an object-store URL.
+
+    Not :func:`~.files.complete_lines`: a published file is whole (renamed or uploaded in one
+    piece), so every non-blank line is a record, the last one too.
+    """
+    from contextlib import ExitStack
+
     from airflow_provider_multimarkets.storage.paths import is_object_store_url, local_path
 
-    if is_object_store_url(path):
-        from airflow_provider_multimarkets.storage.paths import filesystem
+    with ExitStack() as stack:
+        if is_object_store_url(path):
+            from airflow_provider_multimarkets.storage.paths import filesystem
 
-        directory, _, name = path.rstrip("/").rpartition("/")
-        fs, inner = filesystem(directory)
-        with fs.open(f"{inner}/{name}", "r", encoding="utf-8") as handle:
-            for line in handle:
-                if line.strip():
-                    yield json.loads(line)
-        return
-    with open(local_path(path), encoding="utf-8") as handle:
+            directory, _, name = path.rstrip("/").rpartition("/")
+            fs, inner = filesystem(directory)
+            handle = stack.enter_context(fs.open(f"{inner}/{name}", "r", encoding="utf-8"))
+        else:
+            handle = stack.enter_context(open(local_path(path), encoding="utf-8"))
         for line in handle:
             if line.strip():
                 yield json.loads(line)

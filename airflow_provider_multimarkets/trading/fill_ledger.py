@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from airflow_provider_multimarkets.storage.files import Flock
+
 
 def fill_record(payload: dict[str, Any]) -> dict[str, Any]:
     """One line about an order's push, from an event payload: order, symbol, price, lots, status."""
@@ -64,13 +66,8 @@ class FillLedger:
         line = (json.dumps(row, separators=(",", ":"), ensure_ascii=False, default=str) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            try:
-                import fcntl
-
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except ImportError:  # pragma: no cover - Windows
-                pass
-            os.write(fd, line)
+            with Flock(fd):
+                os.write(fd, line)
         except OSError:
             os.unlink(marker)  # not written: the identity is free again for a retry
             raise

@@ -21,9 +21,6 @@ from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
 MAX_LENGTH = 255
 VALID = re.compile(r"^[A-Za-z0-9_]{1,255}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9]+")
-#: final ``status`` values of an order record (2 executed, 4 cancelled, 5 partially cancelled,
-#: 6 rejected, 7 expired); 1 received and 3 partially executed may still change.
-FINAL_ORDER_STATUSES = frozenset({2, 4, 5, 6, 7})
 
 
 def derive_third_party_order(dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> str:

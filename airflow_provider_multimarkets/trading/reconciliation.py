@@ -17,17 +17,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from airflow_provider_multimarkets.messaging.frames import field_text
+from airflow_provider_multimarkets.trading.order_status import EXECUTED_ORDER_STATUSES, order_status_key
 from airflow_provider_multimarkets.trading.reports import finite_number
 
-#: order statuses after which the order has executed quantity (queryOrderPage ``status``)
-EXECUTED_STATUSES = frozenset({2, 3, 5})
 DISCREPANCIES = ("order_without_trade_record", "trade_record_without_order", "quantity_mismatch", "no_capital_flow")
 
 
 def _key(value: Any) -> str | None:
-    if value is None or isinstance(value, (dict, list, bool)):
-        return None
-    return str(value)
+    """A join key: a scalar field as text (:func:`~..messaging.frames.field_text`), never a boolean."""
+    return None if isinstance(value, bool) else field_text(value)
 
 
 def reconcile(
@@ -66,7 +65,7 @@ def reconcile(
     rows: list[dict[str, Any]] = []
     for key, order in by_order.items():
         trades_of = fills.get(key, [])
-        executed = order.get("status") in EXECUTED_STATUSES
+        executed = order_status_key(order.get("status")) in EXECUTED_ORDER_STATUSES
         ordered = finite_number(order.get("executeNum"))
         filled = sum(finite_number(t.get("executeNum")) or 0.0 for t in trades_of)
         issues = []

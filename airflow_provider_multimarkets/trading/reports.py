@@ -14,9 +14,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_multimarkets.messaging.frames import ORDER_STATUS_NAMES, parse_server_frame
+from airflow_provider_multimarkets.messaging.frames import parse_server_frame
 from airflow_provider_multimarkets.storage.push_log import PushTally
 from airflow_provider_multimarkets.storage.table_files import csv_cell, json_safe
+from airflow_provider_multimarkets.trading.order_status import order_status_name
 
 
 def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
@@ -36,7 +37,7 @@ def summarize_pushes(lines: Iterable[str]) -> dict[str, Any]:
         assert isinstance(content, dict)
         params = content.get("paramMap")
         if frame.get("msgCode") == "trade" and isinstance(params, dict):
-            status = ORDER_STATUS_NAMES.get(str(params.get("orderStatus")), str(params.get("orderStatus")))
+            status = str(order_status_name(params.get("orderStatus")))
             row = trades[(str(params.get("symbolName", params.get("symbolId", "?"))), status)]
             row["trades"] += 1
             lots = _finite(params.get("dealAmount"))
@@ -126,7 +127,7 @@ def fill_report(order: dict[str, Any], final_push: dict[str, Any] | None) -> dic
         "symbol": order.get("symbolName"),
         "direction": order.get("direction"),
         "execute_price": order.get("executePrice"),
-        "final_status": ORDER_STATUS_NAMES.get(str(params.get("orderStatus")), params.get("orderStatus")),
+        "final_status": order_status_name(params.get("orderStatus")),
         "deal_price": params.get("dealPrice"),
         "deal_amount": params.get("dealAmount"),
         "push_biz_type": ((final_push or {}).get("content") or {}).get("bizType"),
