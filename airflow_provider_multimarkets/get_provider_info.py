@@ -39,7 +39,8 @@ CONN_FIELDS: dict[str, Any] = {
     "company_id": {
         "label": "Company ID",
         "schema": {"type": ["integer", "null"], "minimum": 1},
-        "description": "Required: your platform company id, e.g. 439 on the PRE test platform.",
+        "description": "Your platform company id, e.g. 439 on the PRE test platform. Needed by every call: "
+        "the Test button and the first task say so when it is empty.",
     },
     "lang": {
         "label": "Language",

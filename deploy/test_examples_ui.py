@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from conftest import OUTPUT, Sandboxes, record
 
-from deploy.harness import ROOT, Deployment, SandboxProcess, http_json, log, q, wait_until
+from deploy.harness import ROOT, Deployment, SandboxProcess, http_json, q, wait_until
 
 SHOTS = OUTPUT / "ui-examples"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -176,25 +176,3 @@ def test_watcher_reacts_to_the_users_own_order(ui: tuple[Deployment, SandboxProc
     assert fill_run["state"] == "success" and not more
     assert len(runs) == 1 and len(events) == 1
     assert "fill: order" in log_text  # the task logger's lines reach the UI's log view
-
-
-def test_docs_site_screenshots(ui: tuple[Deployment, SandboxProcess, Any]) -> None:
-    """The built site (``make docs``) as a reader sees it: the index, the connection page, a how-to."""
-    site = ROOT / "docs" / "_build" / "html"
-    if not (site / "index.html").exists():
-        pytest.skip("the docs are not built: run `make docs` first")
-    _deployment, _sandbox, browser = ui
-    shots = OUTPUT / "docs-site"
-    shots.mkdir(parents=True, exist_ok=True)
-    for name, page_path in (
-        ("index", "index.html"),
-        ("connection", "connection.html"),
-        ("howto-msg-subscribe", "howto/operator_msg_subscribe.html"),
-    ):
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
-        page.goto((site / page_path).as_uri(), wait_until="load")
-        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-        text = str(page.inner_text("body"))
-        page.close()
-        assert "MultiMarkets" in text
-        log(f"docs screenshot {name}: {shots / (name + '.png')}")

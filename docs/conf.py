@@ -38,7 +38,8 @@ myst_heading_anchors = 3
 
 html_theme = "furo"
 html_title = f"MultiMarkets provider {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 html_show_sourcelink = False
 
 autosummary_generate = True

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ORDER_BIZ_TYPE, ORDER_BODY, ROOT, load_dag, set_connection
+from conftest import DAGS_FOLDER, ORDER_BIZ_TYPE, ORDER_BODY, ROOT, load_dag, set_connection
 
 from airflow_provider_multimarkets.api.settings import (
     EXTRA_DOCS,
@@ -303,3 +303,32 @@ def test_synthetic_stream_can_leave_trade_type_2_to_the_users_orders(
     assert all(p["msgCode"] == "trade" for p in synthetic)
     (order,) = sb.state.orders
     assert first["msgCode"] == "trade" and first["content"]["paramMap"]["orderId"] == str(order["response"]["orderId"])
+
+
+# ---- the README's first DAG runs as written --------------------------------------------------------
+
+
+@pytest.mark.usefixtures("airflow_db")
+def test_readme_first_dag_runs_against_the_sandbox(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_provider_multimarkets.sandbox import SandboxConfig
+
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("## A first DAG", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.strip().splitlines()) <= 15
+    assert code in (DOCS / "index.md").read_text().replace("\n   ", "\n").replace("   ```python\n", "```python\n")
+    sb = sandbox_factory(SandboxConfig(trade_stream_rate=40))
+    set_connection(monkeypatch, sb.connection(retry_backoff=0.01))
+    path = DAGS_FOLDER / "readme_first_dag.py"  # where dag.test() finds the file to serialize
+    path.write_text(f'"""The README\'s first DAG."""\n{code}')
+    try:
+        spec = importlib.util.spec_from_file_location("readme_first_dag", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        dag = module.customer.dag
+        monkeypatch.setattr(dag.task_dict["pushes"], "window_seconds", 2.0)  # the README says 30 s
+        dag_run = dag.test()
+    finally:
+        path.unlink()
+    states = {ti.task_id: str(ti.state).rsplit(".", 1)[-1].lower() for ti in dag_run.get_task_instances()}
+    assert states == {"customer": "success", "pushes": "success"}

@@ -175,7 +175,7 @@ class ConnectionSettings:
         return f"{self.base_url}/global/{biz_type}"
 
     def ws_url(self) -> str:
-        """The message WebSocket URL with ``{appId}`` filled in (see the README's open questions)."""
+        """The message WebSocket URL with ``{appId}`` filled in (see the docs' open questions, ``concepts/signing``)."""
         app_id = self.app_id or str(self.company_id)
         if self.msg_ws_url:
             url = self.msg_ws_url
@@ -487,7 +487,8 @@ def missing_connection_message(conn_id: str) -> str:
     """What to do when the MultiMarkets connection ``conn_id`` does not exist."""
     return (
         f"The Airflow connection {conn_id!r} is not defined. Create it (type 'multimarkets') in the UI or with "
-        f"AIRFLOW_CONN_{conn_id.upper()} set to the JSON shown in the provider README."
+        f"AIRFLOW_CONN_{conn_id.upper()} set to the JSON shown on the provider's connection page "
+        "(https://airflow-provider-multimarkets.readthedocs.io/en/stable/connection.html)."
     )
 
 

@@ -103,7 +103,7 @@ def connection_fields_markdown() -> str:
         "(connection-extra-fields)=",
         "### Extra fields of the form",
         "",
-        "| Form label | Extra key | Type | Required | Choices or examples | Form description |",
+        "| Form label | Extra key | Type | Required by the form | Choices | Form description |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, spec in fields.items():
