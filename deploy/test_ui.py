@@ -119,7 +119,7 @@ def test_the_form_shows_true_defaults_and_enforces_company_id(ui: tuple[Deployme
     assert "This field is required" not in text  # no field shows an error before it is touched
     assert page.locator("[data-invalid]").count() == 0 and page.locator("[aria-invalid=true]").count() == 0
     assert page.locator("input[name=element_verify]").is_checked()  # Verify TLS shows its true default
-    page.locator("[id='select:element_lang:trigger']").or_(page.locator("#element_lang button")).first.click()
+    page.get_by_text("Select Value", exact=True).first.click()  # Language, a dropdown
     page.get_by_role("option", name="zh-CN").wait_for()  # Language offers its options
     page.screenshot(path=str(SHOTS / "02b-language-options.png"), full_page=True)
     page.keyboard.press("Escape")
