@@ -41,7 +41,7 @@ GATEWAY_CODES: dict[str, GatewayCode] = {
     "00012001": GatewayCode(
         "signature verification failed",
         "Check that the connection's 'secretKey (RSA private key)' field (its password) holds the privateKey "
-        "issued with the apiKey in its 'apiKey' field, and that "
+        "issued with this apiKey (the 'apiKey' field), and that "
         "no proxy rewrites the request body.",
     ),
     "00012002": GatewayCode(
