@@ -125,7 +125,11 @@ class MultiMarketsResponseError(MultiMarketsError):
 
 
 class MultiMarketsApiError(MultiMarketsError):
-    """The API answered with an error envelope (``code`` other than ``"0"`` or ``ok`` false)."""
+    """The API answered with an error envelope (``code`` other than ``"0"`` or ``ok`` false).
+
+    ``concurrent_duplicate`` is true for :class:`MultiMarketsConcurrentDuplicateError` only."""
+
+    concurrent_duplicate = False
 
     def __init__(
         self,
@@ -153,6 +157,18 @@ class MultiMarketsApiError(MultiMarketsError):
         self.data = data
         self.meaning = meaning
         self.hint = hint
+
+
+class MultiMarketsConcurrentDuplicateError(MultiMarketsApiError):
+    """``GATEWAY_CODE_018`` ("request frequency too fast, please try again later"): a request with the
+    same ``idempotency-key``, bizType, version, group and companyId was still being processed, so the
+    gateway refused this one without running it. This request did nothing (an order was not placed
+    by it); the first request decides, and its answer is cached for 24 h under the key: look the
+    order up (or call again with the same key once the first has finished)."""
+
+    concurrent_duplicate = True
+    #: this request was refused before the interface ran it
+    placed = False
 
 
 class MultiMarketsMsgError(MultiMarketsError):

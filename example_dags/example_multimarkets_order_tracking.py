@@ -62,10 +62,10 @@ with DAG(
     def build_order(customer: dict[str, Any], symbols: list[dict[str, Any]], params: Any = None) -> dict[str, Any]:
         import time
 
-        from airflow_provider_multimarkets.trading.reports import scale_price
+        from airflow_provider_multimarkets.trading.reports import account_list, scale_price
 
-        accounts = customer["accountList"] if isinstance(customer["accountList"], list) else [customer["accountList"]]
-        account = next(a for a in accounts if a.get("tradeType") == 2)
+        # accountList: an array in the docs' examples, an object in the schema; account_list reads both
+        account = next(a for a in account_list(customer) if a.get("tradeType") == 2)
         symbol = next((s for s in symbols if s["symbolCode"] == params["symbol_code"] and s["tradeType"] == 2), None)
         if symbol is None:
             raise ValueError(f"symbol {params['symbol_code']!r} is not an isolated-margin (tradeType 2) symbol")

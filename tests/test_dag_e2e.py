@@ -18,7 +18,11 @@ def test_token_reaches_downstream_task(mm_conn: dict[str, Any], sandbox: Any, ai
     assert token.endswith("push") and len(token) == 40
     assert token in sandbox.state.streams  # the token the gateway issued
     assert sandbox.state.requests["getMsgPushToken"] == 1
-    assert xcom_value(dag_run, "use") == {"token_suffix": "push", "token_length": 40, "accounts": [1034123, 1034124]}
+    assert xcom_value(dag_run, "use") == {
+        "token_suffix": "push",
+        "token_length": 40,
+        "accounts": [1034123, 1034124, 1034125, 1034126, 1034127],
+    }
 
 
 def test_failure_is_a_clear_task_error(mm_conn: dict[str, Any], sandbox: Any, airflow_db: Path) -> None:

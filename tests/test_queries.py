@@ -69,7 +69,7 @@ def test_catalogue_coverage_and_facts() -> None:
     data = catalogue()
     endpoints = data["endpoints"]
     assert data["source"]["paths"] == 322 and len(endpoints) == 284
-    assert sum(1 for e in endpoints.values() if e["paging"]) == 28
+    assert sum(1 for e in endpoints.values() if e["paging"]) == 37
     order_page = endpoint(ORDERS)
     assert order_page is not None and (order_page.version, order_page.group) == ("0.0.1", "tradeApi")
     assert order_page.required == ("tradeType",) and order_page.fields["thirdPartyOrder"] == "string"
@@ -170,7 +170,7 @@ def test_sandbox_validates_query_bodies_with_documented_codes(mm_conn: dict[str,
     assert wrong.value.code == "CFDWBWE000006"
     with pytest.raises(MultiMarketsApiError) as sort:
         hook.call(TRADES, {"tradeType": 2, "sortFieldName": "executeTime", "sortType": "up"}, check=False)
-    assert sort.value.code == "CFDWBWE000006"
+    assert sort.value.code == "CFDWBWE000014"  # the error table's "sort order must be ascending or descending"
 
 
 def test_an_order_shows_up_in_every_query_family(mm_conn: dict[str, Any], sandbox: Any) -> None:
@@ -186,13 +186,18 @@ def test_an_order_shows_up_in_every_query_family(mm_conn: dict[str, Any], sandbo
     positions = [r for page in hook.paginate(POSITIONS, {"tradeType": 2}) for r in page]
     assert [o["id"] for o in orders] == [order_id] and orders[0]["status"] == 2
     assert [(t["orderId"], t["executeNum"]) for t in trades] == [(order_id, orders[0]["executeNum"])]
-    assert [(f["orderId"], f["businessType"]) for f in flows] == [(order_id, 12)]
+    # the spec's business types: 6 (trade) with sub-type 6001 (open fee), 6002 (close fee), 6004 (close P/L)
+    assert [(f["orderId"], f["businessType"], f["businessType1"]) for f in flows] == [(order_id, 6, 6001)]
     assert [p["orderId"] for p in positions] == [order_id] and positions[0]["positionId"] == orders[0]["positionId"]
     # closing the position books its profit and removes it
     close = {**ORDER_BODY, "bizType": 2, "direction": 2, "positionId": orders[0]["positionId"]}
     closing = int(hook.call(ORDER_BIZ_TYPE, close, idempotent=False)["orderId"])
     flows = [r for page in hook.paginate(FLOWS, {"tradeType": 2}) for r in page]
-    assert sorted((f["orderId"], f["businessType"]) for f in flows) == [(order_id, 12), (closing, 11), (closing, 12)]
+    assert sorted((f["orderId"], f["businessType1"]) for f in flows) == [
+        (order_id, 6001),
+        (closing, 6002),
+        (closing, 6004),
+    ]
     assert [r for page in hook.paginate(POSITIONS, {"tradeType": 2}) for r in page] == []
 
 

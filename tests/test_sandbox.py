@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import ORDER_BIZ_TYPE, ORDER_BODY, set_connection
+from conftest import ORDER_BIZ_TYPE, ORDER_BODY, FakeTime, set_connection
 
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
@@ -27,6 +27,7 @@ from airflow_provider_multimarkets.exceptions import (
 )
 from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
 from airflow_provider_multimarkets.sandbox import HttpFault, SandboxConfig
+from airflow_provider_multimarkets.trading.reports import account_list
 
 ORDER_ISOLATED = ORDER_BIZ_TYPE
 ORDER_CROSS = "tradeapi.app.CfdMMOrderApiService.addMarketOrder"
@@ -165,8 +166,10 @@ def test_gateway_error_status_is_configurable(sandbox_factory: Any, monkeypatch:
 def test_endpoints(mm_conn: dict[str, Any], sandbox: Any) -> None:
     hook = MultiMarketsHook()
     info = hook.call("customer.app.CustomerWebApiService.findCustomerInfo", version="0.0.1")
-    assert info["companyId"] == 439 and isinstance(info["accountList"], list)
-    account = next(a for a in info["accountList"] if a["tradeType"] == 2)
+    # the schema's object (one member per account), not the examples' array
+    assert info["companyId"] == 439 and isinstance(info["accountList"], dict)
+    account = next(a for a in account_list(info) if a["tradeType"] == 2)
+    assert info["accountList"][str(account["accountId"])] == account
     assert {"accountId", "currency", "digits", "balance", "equity", "margin", "freeMargin"} <= set(account)
     assert all(isinstance(account[k], str) for k in ("balance", "equity", "margin"))
     symbols = hook.call(
@@ -230,8 +233,15 @@ def test_orders_follow_the_spec(mm_conn: dict[str, Any], sandbox: Any) -> None:
     hook = MultiMarketsHook()
     opened = hook.call(ORDER_ISOLATED, {**ISOLATED_BODY, "bizType": 1, "source": "System"}, idempotent=False)
     assert opened["source"] == "System" and opened["openOrClose"] == 1
-    default = hook.call(ORDER_CROSS, CROSS_BODY, idempotent=False)
+    default = hook.call(ORDER_ISOLATED, ISOLATED_BODY, idempotent=False)
     assert default["source"] == "OpenAPI"  # the response's required field, also without one in the request
+    cross = hook.call(ORDER_CROSS, CROSS_BODY, idempotent=False)
+    assert "source" not in cross  # the full-margin answer documents no source: the sandbox sends none
+    hook.call(
+        ORDER_ISOLATED,
+        {**ISOLATED_BODY, "bizType": 2, "direction": 2, "positionId": default["positionId"]},
+        idempotent=False,
+    )
     # a close of the wrong direction, or more than the position holds, is refused
     close = {**ISOLATED_BODY, "bizType": 2, "direction": 2, "positionId": opened["positionId"]}
     for change, code in (({"direction": 1}, "CFDWBWE000007"), ({"requestNum": "0.50"}, "CFDWBWE000026")):
@@ -278,7 +288,7 @@ def test_customer_info_has_every_field_of_the_spec(mm_conn: dict[str, Any], sand
 @pytest.mark.parametrize(("body", "code"), [({}, "CFDWBWE000005"), ({"customerGroupId": "abc"}, "CFDWBWE000006")])
 def test_symbol_list_validation(mm_conn: dict[str, Any], body: dict[str, Any], code: str) -> None:
     with pytest.raises(MultiMarketsApiError) as info:
-        MultiMarketsHook().call("config.app.AppSymbolDubboService.getSymbolBaseList", body)
+        MultiMarketsHook().call("config.app.AppSymbolDubboService.getSymbolBaseList", body, check=False)
     assert info.value.code == code
 
 
@@ -299,6 +309,19 @@ class ShiftedClock:
 
     def __call__(self) -> float:
         return time.time() + self.offset
+
+
+class FrozenClock:
+    """A clock that moves only when advanced (here: by the hook's waits, which do not sleep)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -347,12 +370,26 @@ def test_rate_limit_429_then_418_ban_escalates(sandbox_factory: Any, monkeypatch
 
 
 def test_waiting_out_a_429_is_not_a_ban(sandbox_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    sb = sandbox_factory(SandboxConfig(rate_limit=3, rate_window=2.0))
-    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1))
+    # the sandbox's clock moves only when the hook waits: four calls always fall in one window, however
+    # busy the machine, and the wait for Retry-After is what opens the next one
+    clock = FrozenClock()
+
+    class Waits(FakeTime):  # the hook's and the budget's waits move both clocks, and do not sleep
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            clock.advance(seconds)
+
+    waits = Waits()
+    monkeypatch.setattr("airflow_provider_multimarkets.api.budget.time", waits)
+    monkeypatch.setattr("airflow_provider_multimarkets.hooks.multimarkets.time.sleep", waits.sleep)
+    sb = sandbox_factory(
+        SandboxConfig(rate_limit=3, rate_window=2.0, default_recv_window=10**9, max_recv_window=10**9), clock=clock
+    )
+    set_connection(monkeypatch, sb.connection(rate_limit_per_minute=0, max_retries=1, recv_window=10**9))
     hook = MultiMarketsHook()
     for _ in range(4):  # the 4th gets a 429, honours Retry-After, then succeeds
         hook.get_msg_token()
-    assert "getMsgPushToken:429:00012005" in sb.state.answers
+    assert "getMsgPushToken:429:00012005" in sb.state.answers and 0 < sum(waits.sleeps) <= 2.5
     assert not any(":418:" in k for k in sb.state.answers)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from airflow_provider_multimarkets.exceptions import (
     MultiMarketsApiError,
     MultiMarketsBannedError,
+    MultiMarketsConcurrentDuplicateError,
     MultiMarketsError,
     MultiMarketsHTTPError,
     MultiMarketsRateLimitError,
@@ -77,6 +78,19 @@ GATEWAY_CODES: dict[str, GatewayCode] = {
         "from a whitelisted host.",
     ),
 }
+
+_CONCURRENT_DUPLICATE = GatewayCode(
+    "a concurrent duplicate was refused (idempotency-key)",
+    "A request with the same idempotency-key, bizType, version, group and companyId was still being processed, "
+    "so the gateway refused this one without running it: it did nothing (an order was not placed by it). The first "
+    "request decides: look the result up, or send the same key again once it has finished (its answer is cached "
+    "for 24 h).",
+)
+#: the code of the documented idempotency cache (the white-label docs of the same gateway write
+#: ``GATEWAY_CODE_018``; the Client/Manager API code lists spell that family ``GGATEWAY_CODE_...``)
+CONCURRENT_DUPLICATE_CODES = ("GATEWAY_CODE_018", "GGATEWAY_CODE_018")
+for _code in CONCURRENT_DUPLICATE_CODES:
+    GATEWAY_CODES[_code] = _CONCURRENT_DUPLICATE
 
 
 def excerpt(body: bytes) -> str:
@@ -233,7 +247,8 @@ def _check_envelope(envelope: dict[str, Any], status: int, what: str) -> Any:
         text += f" [HTTP {status}]"
     if trace:
         text += f" [trace {trace}]"
-    raise MultiMarketsApiError(
+    error_class = MultiMarketsConcurrentDuplicateError if code in CONCURRENT_DUPLICATE_CODES else MultiMarketsApiError
+    raise error_class(
         text,
         code=code,
         msg=msg,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_provider_multimarkets.api.signing import KEY_ORDERS, CanonicalOptions
+from airflow_provider_multimarkets.api.signing import KEY_ORDERS, SIGN_CHARSETS, CanonicalOptions, sign_charset
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError
 
 PRODUCTION_BASE_URL = "https://api.multimarkets.org/openapi-c"
@@ -68,6 +68,8 @@ KNOWN_EXTRAS = frozenset(
         "device",
         "sign_sort_nested",
         "sign_key_order",
+        "sign_charset",
+        "idempotency_key",
     }
 )
 
@@ -133,6 +135,16 @@ EXTRA_DOCS: dict[str, tuple[str | None, str]] = {
     "device": (None, "The ``device`` field of the message socket's frames."),
     "sign_sort_nested": (None, "Sort the keys of nested objects when signing (an open question of the docs)."),
     "sign_key_order": (None, "``java`` (case-sensitive, Java ``String.compareTo``) or ``case_insensitive``."),
+    "sign_charset": (
+        None,
+        "The charset of the signed bytes: ``UTF-8``, ``GBK`` or ``ISO-8859-1``, the gateway JVM's default "
+        "(an open question of the docs); the body is always sent as UTF-8.",
+    ),
+    "idempotency_key": (
+        None,
+        "Send the ``idempotency-key`` header when a call gives a key "
+        "(``hook.call(..., idempotency_key=...)``); ``false`` never sends it.",
+    ),
 }
 
 
@@ -169,6 +181,10 @@ class ConnectionSettings:
     app_id: str | None = None
     device: int = 1
     canonical: CanonicalOptions = field(default_factory=CanonicalOptions)
+    #: the charset of the signed bytes (the vendor's Java demo signs with the JVM's default charset)
+    sign_charset: str = "UTF-8"
+    #: send the ``idempotency-key`` header when a call gives a key (extra ``idempotency_key``)
+    idempotency_key: bool = True
     unknown_extras: tuple[str, ...] = ()
 
     def url_for(self, biz_type: str) -> str:
@@ -430,6 +446,15 @@ def settings_from_connection(
             f"must be one of {', '.join(KEY_ORDERS)}, got {key_order!r}",
             "Remove it to use the documented order",
         )
+    charset_value = extra.get("sign_charset")
+    try:
+        charset = sign_charset(charset_value)
+    except ValueError:
+        raise _fail(
+            "sign_charset",
+            f"must be one of {', '.join(SIGN_CHARSETS)}, got {str(charset_value)[:40]!r}",
+            "Set it to the gateway JVM's default charset, or remove it for UTF-8",
+        ) from None
     ws_url = extra.get("msg_ws_url")
     if ws_url is not None and str(ws_url).strip():
         ws_url = str(ws_url).strip()
@@ -479,6 +504,8 @@ def settings_from_connection(
             sort_nested=_as_bool(extra, "sign_sort_nested", True),
             key_order=key_order,
         ),
+        sign_charset=charset,
+        idempotency_key=_as_bool(extra, "idempotency_key", True),
         unknown_extras=tuple(sorted(k for k in extra if k not in KNOWN_EXTRAS and k != "companyId")),
     )
 

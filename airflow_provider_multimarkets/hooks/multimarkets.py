@@ -6,6 +6,7 @@ never when a DAG file imports an operator.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -30,7 +31,12 @@ if TYPE_CHECKING:
     from airflow_provider_multimarkets.api.signing import Signer
 
 MSG_TOKEN_BIZ_TYPE = "getMsgPushToken"  # noqa: S105 - a bizType, not a secret
-_BIZ_TYPE_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+#: a bizType as the spec writes it: dotted names, and two with a "/" that the URL path carries as it is
+#: (``thirdExt/randomKey``); no empty, "." or ".." segment, so a bizType never leaves ``/global/``
+_BIZ_TYPE_RE = re.compile(r"^(?!\.{1,2}(?:/|$))[A-Za-z0-9_.\-]+(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9_.\-]+)*$")
+#: an idempotency key: printable ASCII (a header value), at most 255 characters
+_IDEMPOTENCY_KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+IDEMPOTENCY_HEADER = "idempotency-key"
 _HEADER_VALUE_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
@@ -105,7 +111,7 @@ class MultiMarketsHook(BaseHook):
         """The parsed private key; parsed once per hook."""
         from airflow_provider_multimarkets.api.signing import Signer
 
-        return Signer(self.settings.secret_key)
+        return Signer(self.settings.secret_key, self.settings.sign_charset)
 
     @cached_property
     def session(self) -> requests.Session:
@@ -239,8 +245,12 @@ class MultiMarketsHook(BaseHook):
         version: str | None = None,
         group: str | None = None,
         timestamp_ms: int | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[str, dict[str, str], bytes]:
-        """URL, headers and body bytes of one signed request (the body is exactly what was signed)."""
+        """URL, headers and body bytes of one signed request (the body is exactly what was signed).
+
+        ``idempotency_key`` is sent as the ``idempotency-key`` header unless the connection's
+        ``idempotency_key`` extra is false (see :meth:`call`)."""
         from airflow_provider_multimarkets.api.signing import canonical_json
 
         settings = self.settings
@@ -261,6 +271,8 @@ class MultiMarketsHook(BaseHook):
             headers["version"] = _header_value("version", version)
         if group:
             headers["group"] = _header_value("group", group)
+        if idempotency_key is not None and settings.idempotency_key:
+            headers[IDEMPOTENCY_HEADER] = _idempotency_key(idempotency_key)
         return settings.url_for(biz_type), headers, body.encode("utf-8")
 
     def call(
@@ -272,6 +284,7 @@ class MultiMarketsHook(BaseHook):
         group: str | None = None,
         idempotent: bool = True,
         check: bool = True,
+        idempotency_key: str | None = None,
     ) -> Any:
         """Sign and send one Open API call; return the envelope's ``data``.
 
@@ -282,13 +295,22 @@ class MultiMarketsHook(BaseHook):
         :param group: the ``group`` header (e.g. ``tradeApi``); documented default as for ``version``.
         :param idempotent: ``False`` for calls that must never run twice (order placement): then
             only failures where the request provably was not sent are retried.
-        :param check: check the payload against the documented body first (required fields, JSON
-            types) and raise :class:`MultiMarketsConfigError` before anything is sent.
+        :param check: check the payload against the documented request schema first (required
+            fields, JSON types, array items, nested objects, integer ranges) and raise
+            :class:`MultiMarketsConfigError` before anything is sent.
+        :param idempotency_key: sent as the ``idempotency-key`` header (every try of this call sends
+            the same key): the gateway then answers a repeat of the same key, bizType, version, group
+            and companyId within 24 h from its cache, and refuses a repeat that arrives while the first
+            is still processed with ``GATEWAY_CODE_018``
+            (:class:`MultiMarketsConcurrentDuplicateError`: that try did nothing). The connection
+            extra ``idempotency_key: false`` turns sending it off.
         :raises MultiMarketsError: a typed subclass for every failure.
         """
         from airflow_provider_multimarkets.api.retry import retryable_error
 
         version, group = self._documented(biz_type, payload, version, group, check=check)
+        if idempotency_key is not None:
+            _idempotency_key(idempotency_key)  # a bad key is a config error before any budget is taken
         policy = self.retry_policy
         budget = self.budget
         # The slow first-use work (imports, key parsing, the session) happens before a unit of budget
@@ -299,7 +321,7 @@ class MultiMarketsHook(BaseHook):
         while True:
             budget.acquire()  # waits for budget and for any shared 429/418 block; raises past max_wait
             try:
-                return self._send_once(biz_type, payload, version, group)
+                return self._send_once(biz_type, payload, version, group, idempotency_key)
             except MultiMarketsError as exc:
                 block = budget.record(exc)  # a 429/418 now stops every process that shares the key
                 if attempt >= policy.max_retries or not retryable_error(exc, idempotent=idempotent):
@@ -344,18 +366,28 @@ class MultiMarketsHook(BaseHook):
 
         Every page is one :meth:`call`, within the apiKey's shared budget. How the answer pages
         (``records``/``list``, ``total``/``totalPage``, or a bare array) comes from the endpoint
-        catalogue. It stops at the last page and raises :class:`MultiMarketsPagingError` when the
-        query does not add up: the total changes between pages (rows arrived or left while paging),
-        the records that arrived disagree with the total, or there are more than ``max_pages`` pages.
+        catalogue (the spec's answer schema). It stops at the last page and raises
+        :class:`MultiMarketsPagingError` when the query does not add up, so a truncated or
+        duplicated result is never returned as complete:
+
+        * the total changes between pages (rows arrived or left while paging);
+        * the records that arrived disagree with ``total``, or ``totalPage`` says the query ended
+          while the pages were full: the next page is asked for, and it must be empty;
+        * a record comes again on a later page (the server ignores ``current``, or rows moved);
+        * there are more than ``max_pages`` pages.
+
         The caller then drops what it got and runs the query again (narrower, or later).
         """
+        import hashlib
+
         from airflow_provider_multimarkets.api.endpoints import endpoint, read_page
         from airflow_provider_multimarkets.exceptions import MultiMarketsPagingError
 
         spec = endpoint(biz_type)
         if spec is None or spec.paging is None:
             raise MultiMarketsConfigError(
-                f"{biz_type} does not page: the vendor's OpenAPI documents no current/size for it. Use call()."
+                f"{biz_type} does not page: the vendor's OpenAPI documents no current/size in its body, or no list of "
+                "records in its answer. Use call()."
             )
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= 1000:
             raise MultiMarketsConfigError(f"page_size must be an integer from 1 to 1000, not {page_size!r}.")
@@ -363,8 +395,12 @@ class MultiMarketsHook(BaseHook):
             raise MultiMarketsConfigError(f"max_pages must be a positive integer, not {max_pages!r}.")
         paging, body = spec.paging, dict(payload or {})
         first_total: int | None = None
-        received = 0
-        for page in range(1, max_pages + 2):
+        received = filled = 0
+        seen: dict[bytes, int] = {}  # digest of each record -> the page it came on
+        page = 0
+        probing = False  # the count says the query ended on a full page: this page must be empty
+        while True:
+            page += 1
             if page > max_pages:
                 raise MultiMarketsPagingError(
                     f"{biz_type}: more than max_pages={max_pages} pages of {page_size} records. Narrow the query (a "
@@ -380,23 +416,52 @@ class MultiMarketsHook(BaseHook):
                     "arrived or left while paging, so pages may overlap or skip rows. Run the query again, or over "
                     "a closed time range."
                 )
-            received += len(records)
+            if len(records) > page_size:
+                raise MultiMarketsPagingError(
+                    f"{biz_type}: page {page} holds {len(records)} records, more than size={page_size}: the server does "
+                    "not page as asked. Run the query again; if it repeats, the gateway ignores size."
+                )
+            if probing and records:
+                raise MultiMarketsPagingError(
+                    f"{biz_type}: {paging.total_key} says {first_total}, but page {page} holds {len(records)} more "
+                    f"records: the server's count is wrong, so the result would be truncated. {received} records "
+                    "arrived before; nothing is kept. Run the query again (a shorter time range pages less)."
+                )
+            for record in records:
+                digest = hashlib.blake2b(
+                    json.dumps(record, sort_keys=True, default=str).encode("utf-8", "surrogatepass"), digest_size=16
+                ).digest()
+                earlier = seen.setdefault(digest, page)
+                if earlier != page or len(seen) < received + 1:
+                    raise MultiMarketsPagingError(
+                        f"{biz_type}: a record of page {page} came already on page {earlier}: "
+                        f"{received + len(records)} records so far, {len(seen)} distinct. The server ignores "
+                        "'current' or rows moved while paging; nothing is kept. Run the query again, over a closed "
+                        "time range."
+                    )
+                received += 1
             if records:
+                filled += 1
                 yield records
-            last = len(records) < page_size
-            if paging.total_key == "total" and first_total is not None:
-                last = last or received >= first_total
-            elif paging.total_key == "totalPage" and first_total is not None:
-                last = last or page >= first_total
-            if last:
+            if probing or len(records) < page_size:
                 break
+            if first_total is not None and (
+                (paging.total_key == "total" and received >= first_total)
+                or (paging.total_key == "totalPage" and page >= first_total)
+            ):
+                probing = True  # the count says that was the last page, but it was full: check the next one
         if paging.total_key == "total" and first_total is not None and received != first_total:
             raise MultiMarketsPagingError(
                 f"{biz_type}: total says {first_total} records, {received} arrived. Run the query again."
             )
-        if paging.total_key == "totalPage" and first_total is not None and page < first_total:
+        if (
+            paging.total_key == "totalPage"
+            and first_total is not None
+            and ((received == 0 and first_total > 1) or (received and filled != first_total))
+        ):
             raise MultiMarketsPagingError(
-                f"{biz_type}: totalPage says {first_total} pages, page {page} was short. Run the query again."
+                f"{biz_type}: totalPage says {first_total} pages, {filled} came with records ({received} records "
+                f"of size={page_size}). Run the query again."
             )
 
     def _documented(
@@ -423,18 +488,25 @@ class MultiMarketsHook(BaseHook):
                     biz_type,
                 )
             return version, group
-        if check and isinstance(payload, Mapping):
-            check_payload(spec, dict(payload))
+        if check and (payload is None or isinstance(payload, Mapping)):
+            check_payload(spec, payload)  # None is sent as {}, and checked as {}
         return version or spec.version, group or spec.group
 
     def _send_once(
-        self, biz_type: str, payload: Mapping[str, Any] | None, version: str | None, group: str | None
+        self,
+        biz_type: str,
+        payload: Mapping[str, Any] | None,
+        version: str | None,
+        group: str | None,
+        idempotency_key: str | None = None,
     ) -> Any:
         from airflow_provider_multimarkets.api.envelope import parse_response
         from airflow_provider_multimarkets.api.transport import post
 
         settings = self.settings
-        url, headers, body = self.build_request(biz_type, payload, version=version, group=group)
+        url, headers, body = self.build_request(
+            biz_type, payload, version=version, group=group, idempotency_key=idempotency_key
+        )
         status, content, retry_after = post(
             self.session,
             url,
@@ -469,14 +541,23 @@ class MultiMarketsHook(BaseHook):
         group: str | None = None,
         idempotent: bool = True,
         check: bool = True,
+        idempotency_key: str | None = None,
     ) -> Any:
         """:meth:`call` from a coroutine (a trigger): the same signing, shared budget, retries,
-        payload check and typed errors, run in a worker thread so the event loop never blocks (waits
-        for the budget, back-off sleeps and the HTTP exchange included)."""
+        payload check, idempotency key and typed errors, run in a worker thread so the event loop
+        never blocks (waits for the budget, back-off sleeps and the HTTP exchange included)."""
         from asgiref.sync import sync_to_async
 
         call = sync_to_async(self.call, thread_sensitive=False)
-        return await call(biz_type, payload, version=version, group=group, idempotent=idempotent, check=check)
+        return await call(
+            biz_type,
+            payload,
+            version=version,
+            group=group,
+            idempotent=idempotent,
+            check=check,
+            idempotency_key=idempotency_key,
+        )
 
     async def aget_msg_token(self) -> str:
         """:meth:`get_msg_token` from a coroutine (see :meth:`acall`); the token is masked."""
@@ -557,12 +638,23 @@ def _header_value(name: str, value: Any) -> str:
     return text
 
 
+def _idempotency_key(value: Any) -> str:
+    if not isinstance(value, str) or not _IDEMPOTENCY_KEY_RE.fullmatch(value):
+        shown = value[:60] if isinstance(value, str) else type(value).__name__
+        raise MultiMarketsConfigError(
+            f"The idempotency key {shown!r} cannot be sent: it must be 1 to 255 printable ASCII characters (a "
+            "header value), the same for every try of one operation, e.g. the order's thirdPartyOrder."
+        )
+    return value
+
+
 def _check_biz_type(biz_type: str) -> None:
-    if not isinstance(biz_type, str) or not _BIZ_TYPE_RE.match(biz_type):
+    if not isinstance(biz_type, str) or not _BIZ_TYPE_RE.fullmatch(biz_type):
         raise MultiMarketsConfigError(
             f"biz_type {biz_type!r} is not a bizType: use the resource identifier from the interface's "
-            "page, e.g. 'getMsgPushToken' or 'customer.app.CustomerWebApiService.findCustomerInfo'."
+            "page, e.g. 'getMsgPushToken', 'customer.app.CustomerWebApiService.findCustomerInfo' or "
+            "'thirdExt/randomKey'."
         )
 
 
-__all__ = ["MultiMarketsHook", "new_trace"]
+__all__ = ["IDEMPOTENCY_HEADER", "MultiMarketsHook", "new_trace"]

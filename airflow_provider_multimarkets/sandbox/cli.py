@@ -42,6 +42,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gateway-error-status", type=int, default=200, help="HTTP status of gateway error envelopes")
     p.add_argument("--signature-mode", choices=("canonical", "raw"), default="canonical")
     p.add_argument(
+        "--sign-charset",
+        choices=("UTF-8", "GBK", "ISO-8859-1"),
+        default="UTF-8",
+        help="the charset the gateway signs with (a Java JVM's default charset)",
+    )
+    p.add_argument(
+        "--account-list",
+        choices=("map", "array"),
+        default="map",
+        help="findCustomerInfo.accountList: the schema's object (map) or the examples' array",
+    )
+    p.add_argument(
+        "--no-version-check", action="store_true", help="do not refuse a call without its documented version/group"
+    )
+    p.add_argument(
         "--fault",
         action="append",
         default=[],
@@ -89,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         ping_timeout=args.ping_timeout,
         gateway_error_status=args.gateway_error_status,
         signature_mode=args.signature_mode,
+        sign_charset=args.sign_charset,
+        account_list=args.account_list,
+        check_version_group=not args.no_version_check,
         trade_stream_rate=args.trade_stream_rate,
         trade_stream_limit=args.trade_stream_limit,
         trade_stream_types=(

@@ -1,5 +1,6 @@
-"""Seed data of the sandbox: one customer with a full-margin and an isolated-margin account, and
-a few symbols, in the shapes of the documented examples (amounts and prices as strings)."""
+"""Seed data of the sandbox: one customer with an account in every margin mode the spec documents
+(full margin, isolated margin, cross-lever, spot, stock), and a few symbols of each, in the shapes
+of the documented examples (amounts and prices as strings)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 COMPANY_ID = 439
 CUSTOMER_ID = 2482
 CUSTOMER_GROUP_ID = 12
+CUSTOMER_NO = "86001308"
+#: ``findCustomerInfo.accountList``: the schema says object, the examples show an array. ``map``
+#: (the default, the schema): one member per account, keyed by its accountId; ``array``: the examples.
+ACCOUNT_LIST_SHAPES = ("map", "array")
 
 #: The isolated-margin market order of the documented Order Process (OA-FLOW), valid on this seed data.
 ORDER_PROCESS_EXAMPLE: dict[str, Any] = {
@@ -27,22 +32,24 @@ ORDER_PROCESS_EXAMPLE: dict[str, Any] = {
 }
 
 
-def customer_info(company_id: int, accounts: list[dict[str, Any]]) -> dict[str, Any]:
+def customer_info(company_id: int, accounts: list[dict[str, Any]], account_list: str = "map") -> dict[str, Any]:
     """``findCustomerInfo``'s data: every field of the vendor's OpenAPI schema (53), with its type.
 
-    ``accountList`` is an array, as the examples show (the schema says object).
+    ``accountList`` is an object, as the schema says (``{"<accountId>": account, ...}``), or an
+    array as the examples show (``account_list="array"``).
     """
     registered = 1698299000000
+    listed: Any = accounts if account_list == "array" else {str(a["accountId"]): a for a in accounts}
     return {
         "id": CUSTOMER_ID,
         "companyId": company_id,
         "customerGroupId": CUSTOMER_GROUP_ID,
-        "customerNo": "86001308",
+        "customerNo": CUSTOMER_NO,
         "kycAuditStatus": 2,
         "kycAuditRemark": "",
         "kycStatus": 4,
         "kycRemark": "authenticated",
-        "accountList": accounts,
+        "accountList": listed,
         "accountRemark": "",
         "loginPassStatus": "2",
         "payPassStatus": "2",
@@ -99,7 +106,7 @@ def seed_accounts(company_id: int) -> list[dict[str, Any]]:
             "currency": currency,
             "digits": 2,
             "tradeType": trade_type,
-            "customerNo": "86001308",
+            "customerNo": CUSTOMER_NO,
             "customerId": CUSTOMER_ID,
             "companyId": company_id,
             "balance": balance,
@@ -123,6 +130,9 @@ def seed_accounts(company_id: int) -> list[dict[str, Any]]:
     return [
         account(1034123, 1, "USDT", "25000.00", "1200.50"),
         account(1034124, 2, "CNY", "100000.00", "59371.20"),
+        account(1034125, 3, "USDT", "10000.00", "0.00"),
+        account(1034126, 5, "USDT", "50000.00", "0.00"),
+        account(1034127, 6, "USD", "80000.00", "0.00"),
     ]
 
 
@@ -166,9 +176,21 @@ def seed_symbols() -> list[dict[str, Any]]:
         symbol(720, "BINAN_SOL_USDT", 1, 2, "SOL", "USDT", 1),
         symbol(1061, "BTC/USDT", 1, 2, "BTC", "USDT", 1),
         symbol(9001, "XAUUSD", 2, 2, "XAU", "USD", 0),
+        symbol(1062, "ETH/USDT", 3, 2, "ETH", "USDT", 1),
+        symbol(1063, "BTC/USDT-SPOT", 5, 2, "BTC", "USDT", 1),
+        symbol(70001, "AAPL", 6, 2, "AAPL", "USD", 1),
     ]
 
 
 #: Starting mid prices of the seed symbols (the sandbox moves them on every fill).
-START_PRICES = {8390: 1.67094, 8391: 1.08512, 720: 22.25, 1061: 64123.5, 9001: 2351.4}
-CONTRACT_SIZES = {8390: 100000, 8391: 100000, 720: 1, 1061: 1, 9001: 100}
+START_PRICES = {
+    8390: 1.67094,
+    8391: 1.08512,
+    720: 22.25,
+    1061: 64123.5,
+    9001: 2351.4,
+    1062: 3120.5,
+    1063: 64100.0,
+    70001: 189.25,
+}
+CONTRACT_SIZES = {8390: 100000, 8391: 100000, 720: 1, 1061: 1, 9001: 100, 1062: 1, 1063: 1, 70001: 1}

@@ -29,8 +29,9 @@ from aiohttp import WSMsgType, web
 
 from airflow_provider_multimarkets.sandbox import data
 from airflow_provider_multimarkets.sandbox.faults import HttpFault
+from airflow_provider_multimarkets.sandbox.java_sign import CHARSETS
 from airflow_provider_multimarkets.sandbox.keys import generate_key_pair
-from airflow_provider_multimarkets.sandbox.state import MsgStream, SandboxConfig, SandboxState
+from airflow_provider_multimarkets.sandbox.state import PAGING_FAULTS, MsgStream, SandboxConfig, SandboxState
 
 log = logging.getLogger("multimarkets.sandbox")
 
@@ -65,7 +66,8 @@ class SandboxApp:
 
     def build(self) -> web.Application:
         app = web.Application(client_max_size=1024 * 1024)
-        app.router.add_post("/openapi-c/global/{biz_type}", self.http)
+        # two documented bizTypes contain "/" (thirdExt/randomKey): the path carries them as they are
+        app.router.add_post("/openapi-c/global/{biz_type:.+}", self.http)
         app.router.add_get("/openapi-c/openMsg/{app_id}", self.ws)
         app.router.add_get("/healthz", self.health)
         # test-only controls and views of the simulator (never part of the real gateway)
@@ -138,6 +140,17 @@ class SandboxApp:
         for name in ("order_push_delay", "pnl_interval"):
             if name in spec:
                 setattr(cfg, name, float(spec[name]))
+        for name, choices in (
+            ("paging_fault", PAGING_FAULTS),
+            ("account_list", data.ACCOUNT_LIST_SHAPES),
+            ("sign_charset", tuple(CHARSETS)),
+        ):
+            if name in spec:
+                if spec[name] not in choices:
+                    raise web.HTTPBadRequest(text=f"{name} must be one of {choices}")
+                setattr(cfg, name, spec[name])
+        if "check_version_group" in spec:
+            cfg.check_version_group = bool(spec["check_version_group"])
         ws = self.state.faults.ws
         for name in ("drop_after", "refuse_login", "refuse_subscribe", "drop_on_order"):
             if name in spec:
@@ -215,7 +228,7 @@ class SandboxApp:
         fault = self.state.faults.take(biz_type)
         if fault is not None and not fault.after_processing:
             return await self._apply_fault(request, fault, None, biz_type)
-        answer = self.state.handle_http(biz_type, dict(request.headers), raw)
+        answer = await self._answer(biz_type, dict(request.headers), raw)
         code = answer.envelope.get("code") if answer.envelope else ""
         log.info(
             "POST %s -> HTTP %s code=%s trace=%s company=%s",
@@ -230,6 +243,24 @@ class SandboxApp:
         return web.Response(
             status=answer.status, text=_json(answer.envelope), content_type="application/json", headers=answer.headers
         )
+
+    async def _answer(self, biz_type: str, headers: dict[str, str], raw: bytes) -> Any:
+        """The gateway's checks, the idempotency cache, a test's hold on the bizType, the interface.
+        While a request waits on a hold, others are served (a duplicate of it gets GATEWAY_CODE_018)."""
+        state = self.state
+        answer, admitted = state.admit(biz_type, headers, raw)
+        if admitted is None:
+            return answer
+        cached = state.claim(admitted)
+        if cached is not None:
+            return cached
+        hold = state.holds.get(biz_type)
+        if hold is not None and not hold.is_set():
+            loop = asyncio.get_running_loop()
+            released = await loop.run_in_executor(None, hold.wait, state.config.hold_timeout)
+            if not released:
+                log.warning("POST %s held longer than %.0f s: answered anyway", biz_type, state.config.hold_timeout)
+        return state.serve(admitted)
 
     async def _apply_fault(
         self, request: web.Request, fault: HttpFault, envelope: dict[str, Any] | None, biz_type: str
@@ -645,6 +676,14 @@ class Sandbox:
 
     def add_fault(self, biz_type: str, **kwargs: Any) -> HttpFault:
         return self.state.faults.add(biz_type, HttpFault(**kwargs))
+
+    def hold(self, biz_type: str) -> threading.Event:
+        """Hold every request of ``biz_type`` after the gateway admitted it, until the returned event
+        is set (at most ``config.hold_timeout``): a request still being processed, for concurrency
+        tests (``state.idempotency.wait_in_flight()`` tells when one is)."""
+        event = threading.Event()
+        self.state.holds[biz_type] = event
+        return event
 
     def start(self) -> Sandbox:
         self._thread = threading.Thread(target=self._run, name="multimarkets-sandbox", daemon=True)

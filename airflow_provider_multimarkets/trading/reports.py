@@ -82,11 +82,23 @@ def _finite(value: Any) -> float | None:
     return finite_number(value)
 
 
+def account_list(customer: Any) -> list[dict[str, Any]]:
+    """The trading accounts of ``findCustomerInfo``'s data, whichever shape ``accountList`` has: the
+    examples show an array; the schema says object, which is read as one object per account keyed
+    by accountId (``{"1034124": {...}}``) or as a single account (``{"accountId": ...}``)."""
+    accounts = customer.get("accountList") if isinstance(customer, dict) else None
+    if isinstance(accounts, list):
+        return [a for a in accounts if isinstance(a, dict)]
+    if isinstance(accounts, dict):
+        if "accountId" in accounts:
+            return [accounts]
+        return [a for a in accounts.values() if isinstance(a, dict)]
+    return []
+
+
 def account_report(customer: dict[str, Any], symbols: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Each account's currency, balance, equity and margin, and the symbols in trading hours."""
-    accounts = customer.get("accountList") or []
-    if isinstance(accounts, dict):  # the schema says object, the examples show an array
-        accounts = [accounts]
+    accounts = account_list(customer)
     rows = [
         {
             "account_id": a.get("accountId"),
