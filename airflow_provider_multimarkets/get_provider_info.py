@@ -30,58 +30,67 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     },
 }
 
+#: The extra fields of the connection form (Airflow 3.2+). No field is required by the form (none shows an
+#: error before it is touched): a missing Company ID is reported, naming the field, by the Test button and
+#: on first use. No numeric default is written into the schema, so a saved connection does not pin
+#: today's defaults: Airflow 3.3.2's form saves every field, an untouched one as ``null``, which the
+#: provider reads as its default (each description says it). Verify TLS shows and saves its true default.
 CONN_FIELDS: dict[str, Any] = {
     "company_id": {
         "label": "Company ID",
-        "schema": {"type": ["integer"], "minimum": 1},
-        "description": "Required. Your platform company id, e.g. 439 on the PRE test platform.",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": "Your platform company id, e.g. 439 on the PRE test platform. Needed by every call: "
+        "the Test button and the first task say so when it is empty.",
     },
     "lang": {
         "label": "Language",
-        "schema": {"type": ["string", "null"], "examples": ["en-US", "zh-CN"]},
-        "description": "Optional. The lang header, e.g. en-US (default) or zh-CN.",
+        "schema": {"type": ["string", "null"], "enum": ["en-US", "zh-CN"]},
+        "description": "The lang header. Empty: en-US. Another language tag: write it in the extra JSON.",
     },
     "recv_window": {
         "label": "recvWindow (ms)",
-        "schema": {"type": ["integer", "null"], "default": 5000, "minimum": 1},
-        "description": "Optional. How long a signed request stays valid, in ms (default 5000).",
+        "schema": {"type": ["integer", "null"], "minimum": 1},
+        "description": "How long a signed request stays valid, in ms. Empty: 5000.",
     },
     "timeout": {
         "label": "Timeout (s)",
-        "schema": {"type": ["number", "null"], "default": 30, "exclusiveMinimum": 0, "maximum": 600},
-        "description": "Optional. Read timeout in seconds (default 30; connect timeout 10).",
+        "schema": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 600},
+        "description": "Read timeout in seconds (the connect timeout is at most 10). Empty: 30.",
     },
     "verify": {
         "label": "Verify TLS",
         "schema": {"type": ["boolean", "null"], "default": True},
-        "description": "Verify the server's TLS certificate (on by default; turn off only for a local sandbox).",
+        "description": "Verify the gateway's TLS certificate (https:// and wss://). Keep it on; a private CA "
+        "bundle goes in the extra JSON as its path.",
     },
     "max_retries": {
         "label": "Max retries",
-        "schema": {"type": ["integer", "null"], "default": 3, "minimum": 0, "maximum": 10},
-        "description": "Optional. Retries of idempotent calls on 5xx/429/network errors (default 3).",
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 10},
+        "description": "Retries of idempotent calls on 5xx, 429 and network errors; orders are never retried "
+        "blindly. Empty: 3.",
     },
     "rate_limit_per_minute": {
         "label": "Calls per minute",
-        "schema": {"type": ["integer", "null"], "default": 100, "minimum": 0},
-        "description": "Optional. The apiKey's call budget, shared by every process that uses the key "
-        "(default 100, the gateway's limit; 0 = off).",
+        "schema": {"type": ["integer", "null"], "minimum": 0},
+        "description": "The apiKey's call budget, shared by every process that uses the key (0 = off). "
+        "Empty: 100, the gateway's limit.",
     },
     "rate_limit_redis_conn_id": {
         "label": "Redis connection (shared budget)",
-        "schema": {"type": ["string", "null"], "examples": ["redis_default"]},
-        "description": "Optional. An Airflow Redis connection every worker reaches: the call budget and "
+        "schema": {"type": ["string", "null"]},
+        "description": "An Airflow Redis connection every worker reaches, e.g. redis_default: the call budget and "
         "ban state are then shared by all hosts. Empty: shared by the processes of each host.",
     },
     "msg_ws_url": {
         "label": "Message WebSocket URL",
-        "schema": {"type": ["string", "null"], "examples": ["wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}"]},
-        "description": "Optional. e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}",
+        "schema": {"type": ["string", "null"]},
+        "description": "e.g. wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}. Empty: derived from the "
+        "Open API base URL.",
     },
     "app_id": {
         "label": "App ID",
         "schema": {"type": ["string", "null"]},
-        "description": "Optional. The {appId} of the message WebSocket URL (default: company id).",
+        "description": "The {appId} of the message WebSocket URL. Empty: the company id.",
     },
 }
 

@@ -80,6 +80,7 @@ def test_triggerer_killed_midway(sub_deployment: Deployment, sandboxes: Sandboxe
                 "connection_id": conn_id,
                 "conn_type": "multimarkets",
                 "host": sandbox.connection["host"],
+                "port": sandbox.connection["port"],
                 "login": sandbox.connection["login"],
                 "password": sandbox.connection["password"],
                 "extra": json.dumps(sandbox.connection["extra"]),

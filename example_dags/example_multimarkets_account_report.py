@@ -1,6 +1,10 @@
 """Every day: customer info and the symbol list, reported as each account's balances and the symbols
 in trading hours (JSON and CSV).
 
+customer_info -> symbol_list (MultiMarketsOperator: one signed call each, XCom: the envelope's
+``data``) -> report (accounts.json/.csv and symbols_in_trading_hours.json/.csv under
+``report_dir``). Reads only; trigger it from the UI with the defaults.
+
 Parse-light: no network, connection or Variable access at parse time.
 """
 
@@ -23,14 +27,16 @@ REPORT_DIR = os.environ.get("MULTIMARKETS_REPORT_DIR", "/tmp/multimarkets-report
 
 with DAG(
     dag_id="example_multimarkets_account_report",
+    description="Customer info and symbol list: each account's balances and the symbols in trading hours",
     schedule="@daily",
     start_date=dt.datetime(2026, 1, 1),
     catchup=False,
-    tags=["example", "multimarkets"],
-    params={"report_dir": Param(REPORT_DIR, type="string", description="Where reports are written")},
+    tags=["example", "multimarkets", "reporting"],
+    params={"report_dir": Param(REPORT_DIR, type="string", description="Directory the reports go to")},
     render_template_as_native_obj=True,
     doc_md=__doc__,
 ) as dag:
+    # [START howto_operator_multimarkets]
     customer = MultiMarketsOperator(
         task_id="customer_info",
         biz_type="customer.app.CustomerWebApiService.findCustomerInfo",
@@ -41,6 +47,7 @@ with DAG(
         biz_type="config.app.AppSymbolDubboService.getSymbolBaseList",
         payload={"customerGroupId": "{{ ti.xcom_pull(task_ids='customer_info')['customerGroupId'] }}"},
     )
+    # [END howto_operator_multimarkets]
 
     @task
     def report(

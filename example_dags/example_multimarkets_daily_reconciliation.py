@@ -6,8 +6,9 @@ pyarrow) -> reconcile (joins them on orderId and writes reconciliation.json + .c
 executed orders with no trade record, fills with no order, quantities that do not add up and
 orders with no capital-flow booking).
 
-Reads only (no order is placed). Params ``start``/``end`` (ISO 8601) re-run any period; empty:
-the data interval. Parse-light: no network, connection or Variable access at parse time.
+Reads only (no order is placed). Params ``start``/``end`` (ISO 8601) re-run any period; empty
+(the default, so Trigger works as it is): the data interval, which for a manual run is the last
+complete day. Parse-light: no network, connection or Variable access at parse time.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ TRADE_TYPE = 2  # isolated-margin contracts (the OrderApiService / PositionApiSe
 
 with DAG(
     dag_id="example_multimarkets_daily_reconciliation",
+    description="Page a day's orders, trade records and capital flow, and reconcile them on orderId",
     # A data interval per day, the run at midnight covering the day before. Airflow 3's "@daily" is a
     # trigger timetable whose interval is a point in time: it would reconcile an empty period.
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
@@ -45,12 +47,21 @@ with DAG(
     max_active_runs=1,
     tags=["example", "multimarkets", "reporting"],
     params={
-        "report_dir": Param(REPORT_DIR, type="string", description="Where files and the report are written"),
-        "start": Param("", type="string", description="Start of the period (ISO 8601); empty: the data interval"),
-        "end": Param("", type="string", description="End of the period, excluded (ISO 8601); empty: the data interval"),
+        "report_dir": Param(REPORT_DIR, type="string", description="Directory the files and the report go to"),
+        "start": Param(
+            None,
+            type=["null", "string"],
+            description="Start of the period, ISO 8601 (e.g. 2026-01-01T00:00:00Z); empty: the data interval",
+        ),
+        "end": Param(
+            None,
+            type=["null", "string"],
+            description="End of the period, excluded, ISO 8601; empty: the data interval",
+        ),
     },
     doc_md=__doc__,
 ) as dag:
+    # [START howto_operator_query_to_file]
     orders = MultiMarketsQueryToFileOperator(
         task_id="orders",
         biz_type="tradeapi.app.OrderApiService.queryOrderPage",
@@ -60,6 +71,7 @@ with DAG(
         output_path=RUN_DIR,
         name="orders",
     )
+    # [END howto_operator_query_to_file]
     trade_records = MultiMarketsQueryToFileOperator(
         task_id="trade_records",
         biz_type="tradeapi.app.OrderApiService.queryTradeRecordPage",
@@ -82,6 +94,8 @@ with DAG(
     @task
     def reconcile(orders: dict[str, Any], trades: dict[str, Any], flows: dict[str, Any], **context: Any) -> dict:
         """Join the three files on orderId; write reconciliation.json and .csv; return the counts."""
+        import logging
+
         from airflow_provider_multimarkets.storage.table_files import read_jsonl
         from airflow_provider_multimarkets.trading.reconciliation import reconcile as join
         from airflow_provider_multimarkets.trading.reports import text_table, write_report
@@ -94,9 +108,10 @@ with DAG(
         out_dir = os.path.dirname(orders["paths"]["jsonl"])
         paths = write_report(report, report["rows"], out_dir, "reconciliation")
         flagged = [r for r in report["rows"] if r["issues"]]
-        print(f"Reconciliation: {report['summary']}")
+        log = logging.getLogger("airflow.task")
+        log.info("Reconciliation: %s", report["summary"])
         if flagged:
-            print("Rows with issues:\n" + text_table(flagged))
+            log.info("Rows with issues:\n%s", text_table(flagged))
         return {**report["summary"], "paths": paths, "flagged_orders": [r["order_id"] for r in flagged][:100]}
 
     reconcile(orders.output, trade_records.output, capital_flow.output)

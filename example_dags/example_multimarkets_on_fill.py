@@ -10,6 +10,11 @@ At-least-once: after a triggerer restart the last pushes may come again. Every e
 ``identity`` and the ledger keeps each identity once. Events that arrive within one scheduler
 loop are handed to one run, so the task handles a list.
 
+With the sandbox, start it with ``--trade-stream-types 1`` (as the docs show): its synthetic stream
+then pushes only to trade type 1, so this watcher (trade type 2) sees only the orders you place,
+e.g. with ``example_multimarkets_order_tracking``. Without it every synthetic trade is a fill and
+queues a run. The watcher runs while the DAG is unpaused; there is nothing to trigger by hand.
+
 Needs Airflow 3.0 or later (AssetWatcher); on Airflow 2 this file defines no DAG.
 Parse-light: the trigger is built from plain values; no network or connection at parse time.
 """
@@ -17,6 +22,7 @@ Parse-light: the trigger is built from plain values; no network or connection at
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 from typing import Any
 
@@ -30,6 +36,7 @@ FILLS_DIR = os.path.join(os.environ.get("MULTIMARKETS_REPORT_DIR", "/tmp/multima
 if AssetWatcher is not None:
     from airflow_provider_multimarkets.triggers.push_event import MultiMarketsPushEventTrigger
 
+    # [START howto_trigger_push_event]
     fills = Asset(
         "multimarkets_fills",
         watchers=[
@@ -45,8 +52,11 @@ if AssetWatcher is not None:
         ],
     )
 
+    # [END howto_trigger_push_event]
+
     with DAG(
         dag_id="example_multimarkets_on_fill",
+        description="One DAG run per final trade push (a fill): each fill recorded once in fills.jsonl",
         schedule=[fills],
         start_date=dt.datetime(2026, 1, 1),
         catchup=False,
@@ -59,6 +69,7 @@ if AssetWatcher is not None:
             """One line per fill in ``fills.jsonl``; an identity already recorded is skipped."""
             from airflow_provider_multimarkets.trading.fill_ledger import FillLedger
 
+            log = logging.getLogger("airflow.task")
             ledger = FillLedger(FILLS_DIR)
             run_id = context["run_id"]
             written, duplicates, orders = 0, 0, []
@@ -70,14 +81,20 @@ if AssetWatcher is not None:
                     row = ledger.record(payload, run_id=run_id)
                     if row is None:
                         duplicates += 1
-                        print(f"duplicate push {payload.get('identity')}: recorded already")
+                        log.info("duplicate push %s: recorded already", payload.get("identity"))
                         continue
                     written += 1
                     orders.append(row["order_id"])
-                    print(
-                        f"fill: order {row['order_id']} {row['symbol']} {row['lots']} lots at {row['price']}, "
-                        f"status {row['status']} ({row['biz_type']})"
+                    log.info(
+                        "fill: order %s %s %s lots at %s, status %s (%s)",
+                        row["order_id"],
+                        row["symbol"],
+                        row["lots"],
+                        row["price"],
+                        row["status"],
+                        row["biz_type"],
                     )
+            log.info("%d fills recorded, %d duplicates skipped, ledger %s", written, duplicates, ledger.path)
             return {"written": written, "duplicates": duplicates, "orders": orders, "ledger": ledger.path}
 
         record_fills()

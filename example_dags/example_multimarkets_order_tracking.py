@@ -41,18 +41,21 @@ REPORT_DIR = os.environ.get("MULTIMARKETS_REPORT_DIR", "/tmp/multimarkets-report
 
 with DAG(
     dag_id="example_multimarkets_order_tracking",
+    description="PLACES ONE MARKET ORDER (manual only), tracks it to its fill, reports the fill",
     schedule=None,
     start_date=dt.datetime(2026, 1, 1),
     catchup=False,
     tags=["example", "multimarkets", "places-orders"],
     params={
-        "symbol_code": Param("EURAUD", type="string", description="symbolCode to trade"),
+        "symbol_code": Param("EURAUD", type="string", description="symbolCode to trade (an isolated-margin symbol)"),
         "direction": Param(1, type="integer", enum=[1, 2], description="1 buy, 2 sell"),
-        "lots": Param("0.10", type="string", description="requestNum, in lots"),
+        "lots": Param("0.10", type="string", description="requestNum, in lots, as text (e.g. 0.10)"),
         "reference_price": Param(
-            "1.67655", type="string", description="requestPrice before scaling (bookkeeping only)"
+            "1.67655",
+            type="string",
+            description="requestPrice before scaling by the symbol's digits (bookkeeping only: a market order)",
         ),
-        "report_dir": Param(REPORT_DIR, type="string", description="Where reports are written"),
+        "report_dir": Param(REPORT_DIR, type="string", description="Directory the pushes and the fill report go to"),
         "flow": Param(
             "track",
             type="string",

@@ -146,7 +146,7 @@ def test_bad_keys_name_the_field_and_fix_without_the_secret(secret: str, expecte
         load_private_key(secret)
     message = str(info.value)
     assert expected in message
-    assert "secretKey (connection password)" in message
+    assert "secretKey (RSA private key)' field" in message
     if len(secret) > 8:
         assert secret not in message
         assert secret[10:40] not in message

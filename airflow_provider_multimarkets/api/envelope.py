@@ -41,13 +41,14 @@ class GatewayCode:
 GATEWAY_CODES: dict[str, GatewayCode] = {
     "00012001": GatewayCode(
         "signature verification failed",
-        "Check that the connection password holds the privateKey issued with this apiKey, and that "
+        "Check that the connection's 'secretKey (RSA private key)' field (its password) holds the privateKey "
+        "issued with this apiKey (the 'apiKey' field), and that "
         "no proxy rewrites the request body.",
     ),
     "00012002": GatewayCode(
         "request outside the time window (timestamp/recvWindow)",
         "The worker clock is off or recv_window is too small: sync the clock (NTP) or raise the "
-        "connection extra 'recv_window' (milliseconds, default 5000).",
+        "connection's 'recvWindow (ms)' field (extra 'recv_window', default 5000).",
     ),
     "00012003": GatewayCode(
         "API_KEY does not exist",

@@ -76,6 +76,80 @@ KNOWN_EXTRAS = frozenset(
 )
 
 
+#: What each extra means, for the connection page of the docs (generated from this table and the
+#: defaults of :class:`ConnectionSettings`, so it cannot drift: the docs build fails on an extra of
+#: :data:`KNOWN_EXTRAS` that has no entry here). A value is ``(default shown, meaning)``; a default
+#: of ``None`` is read from :class:`ConnectionSettings`.
+EXTRA_DOCS: dict[str, tuple[str | None, str]] = {
+    "company_id": ("required", "The ``companyId`` header: your platform company id (439 on the PRE test platform)."),
+    "lang": (None, "The ``lang`` header (``en-US``, ``zh-CN``, ...); an empty string: not sent."),
+    "recv_window": (None, "The ``recvWindow`` header, in ms: how long a signed request stays valid."),
+    "timeout": (None, "Seconds: one number (the read timeout; connect at most 10) or ``[connect, read]``."),
+    "verify": (
+        None,
+        "TLS verification of the gateway and the message socket, or the path of a CA bundle "
+        "(it must exist on every worker and the triggerer).",
+    ),
+    "call_deadline": (
+        None,
+        "Seconds in which a call must be completely answered, whatever the server does "
+        "(slow headers, a dripping body); the gateway itself gives up after 15 s.",
+    ),
+    "max_response_bytes": (None, "The largest answer read, counted after decompression; a larger one is refused."),
+    "max_retries": (None, "Retries of *safe* failures (idempotent calls on 5xx, 429 and network errors), at most 10."),
+    "retry_backoff": (None, "The first back-off in seconds (exponential, jittered, at most 30 s)."),
+    "rate_limit_per_minute": (
+        None,
+        "The apiKey's call budget, shared by every process that uses the key; "
+        "``0`` turns counting off (the ban breaker stays).",
+    ),
+    "rate_limit_window": (None, "The budget's window in seconds (the gateway counts per minute)."),
+    "rate_limit_redis_conn_id": (
+        "none",
+        "An Airflow Redis connection every host reaches: the budget and the ban "
+        "state then live in Redis, shared by all hosts.",
+    ),
+    "rate_limit_store": (
+        None,
+        "``host`` (a file store per host), ``redis`` (implied by "
+        "``rate_limit_redis_conn_id``) or ``process`` (this process only).",
+    ),
+    "rate_limit_dir": (
+        "``$MULTIMARKETS_BUDGET_DIR``, else ``$AIRFLOW_HOME/multimarkets-budget``",
+        "The host store's directory; every Airflow process of the host must be able to write it.",
+    ),
+    "rate_limit_max_wait": (
+        None,
+        "The longest one call waits for budget or a ban, in seconds; a longer wait "
+        "fails at once, naming when to call again.",
+    ),
+    "rate_limit_fallback": (
+        None,
+        "Redis unreachable: ``fail`` (no call sent, a clear error) or ``host`` (the per-host budget, with a warning).",
+    ),
+    "ban_seconds": (None, "How long a 418 without ``Retry-After`` blocks the key (the documented first ban)."),
+    "msg_ws_url": (
+        "from the host",
+        "The message WebSocket, e.g. ``wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}``.",
+    ),
+    "msg_ws_compression": (None, "Per-message deflate on the message WebSocket: ``none`` or ``deflate``."),
+    "app_id": ("the company id", "Fills ``{appId}`` in ``msg_ws_url``."),
+    "device": (None, "The ``device`` field of the message socket's frames."),
+    "sign_sort_nested": (None, "Sort the keys of nested objects when signing (an open question of the docs)."),
+    "sign_key_order": (None, "``java`` (case-sensitive, Java ``String.compareTo``) or ``case_insensitive``."),
+    "sign_charset": (
+        None,
+        "The charset of the signed bytes: ``UTF-8``, ``GBK`` or ``ISO-8859-1``, the gateway JVM's default "
+        "(an open question of the docs); the body is always sent as UTF-8.",
+    ),
+    "idempotency_key": (
+        None,
+        "Send the ``idempotency-key`` header when a call gives a key "
+        "(``hook.call(..., idempotency_key=...)``); ``false`` never sends it.",
+    ),
+}
+
+
 #: ``msg_ws_compression``: pushes are small JSON frames; "none" spares the triggerer the inflate work
 #: (about a third of what receiving a push costs) and a zlib window per connection.
 MSG_WS_COMPRESSIONS = ("none", "deflate")
@@ -121,7 +195,7 @@ class ConnectionSettings:
         return f"{self.base_url}/global/{biz_type}"
 
     def ws_url(self) -> str:
-        """The message WebSocket URL with ``{appId}`` filled in (see the README's open questions)."""
+        """The message WebSocket URL with ``{appId}`` filled in (see the docs' open questions, ``concepts/signing``)."""
         app_id = self.app_id or str(self.company_id)
         if self.msg_ws_url:
             url = self.msg_ws_url
@@ -177,8 +251,8 @@ def normalize_base_url(host: str | None, port: int | None = None) -> str:
         raise _fail(
             "host",
             "contains a user name or password (user:password@host)",
-            "Remove them from the host: the apiKey goes in the login field and the secretKey in the password "
-            "field; nothing else is ever sent as credentials",
+            "Remove them from the 'Open API base URL' field: the apiKey goes in the 'apiKey' field and the "
+            "secretKey in the 'secretKey (RSA private key)' field; nothing else is ever sent as credentials",
         )
     if parts.scheme not in ("http", "https"):
         raise _fail("host", f"has the scheme {parts.scheme!r}", "Use https:// (or http:// for a local sandbox)")
@@ -359,7 +433,9 @@ def settings_from_connection(
     api_key = (login or "").strip()
     if not api_key:
         raise _fail(
-            "login", "(apiKey) is empty", "Put the apiKey issued in API Management in the connection's login field"
+            "login",
+            "(apiKey) is empty",
+            "Put the apiKey issued in API Management in the connection's 'apiKey' field (its login)",
         )
     if re.search(r"\s", api_key):
         raise _fail("login", "(apiKey) contains white space", "Paste the apiKey without spaces or line breaks")
@@ -374,7 +450,8 @@ def settings_from_connection(
         raise _fail(
             "password",
             "(secretKey) is empty",
-            "Put the privateKey issued with the apiKey (base64 PKCS#8, starting 'MII') in the connection's password field",
+            "Put the privateKey issued with the apiKey (base64 PKCS#8, starting 'MII') in the connection's "
+            "'secretKey (RSA private key)' field (its password)",
         )
     company = extra.get("company_id", extra.get("companyId"))
     if company is None or str(company).strip() == "":
@@ -477,7 +554,8 @@ def missing_connection_message(conn_id: str) -> str:
     """What to do when the MultiMarkets connection ``conn_id`` does not exist."""
     return (
         f"The Airflow connection {conn_id!r} is not defined. Create it (type 'multimarkets') in the UI or with "
-        f"AIRFLOW_CONN_{conn_id.upper()} set to the JSON shown in the provider README."
+        f"AIRFLOW_CONN_{conn_id.upper()} set to the JSON shown on the provider's connection page "
+        "(https://airflow-provider-multimarkets.readthedocs.io/en/stable/connection.html)."
     )
 
 

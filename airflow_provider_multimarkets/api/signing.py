@@ -272,8 +272,8 @@ def load_private_key(secret_key: str) -> RSAPrivateKey:
     secret = (secret_key or "").strip()
     if not secret:
         raise MultiMarketsConfigError(
-            "The secretKey (connection password) is empty. Paste the privateKey the platform issued "
-            "with the apiKey (base64 PKCS#8, starting 'MII...') into the connection's password field."
+            "The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) is empty. Paste the privateKey the platform issued "
+            "with the apiKey (base64 PKCS#8, starting 'MII...') into that field."
         )
     if "PUBLIC KEY" in secret:
         raise MultiMarketsConfigError(_PUBLIC_KEY_MSG)
@@ -283,7 +283,7 @@ def load_private_key(secret_key: str) -> RSAPrivateKey:
             key = serialization.load_pem_private_key(secret.encode("ascii", "replace"), password=None)
         except (ValueError, TypeError):
             raise MultiMarketsConfigError(
-                "The secretKey (connection password) looks like PEM but could not be parsed as an "
+                "The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) looks like PEM but could not be parsed as an "
                 "unencrypted private key. Export it without a passphrase, or paste the base64 "
                 "PKCS#8 privateKey exactly as the platform issued it."
             ) from None
@@ -291,7 +291,7 @@ def load_private_key(secret_key: str) -> RSAPrivateKey:
         compact = "".join(secret.split())
         if _B64_ALPHABET.fullmatch(compact) and len(compact.rstrip("=")) % 4 not in (0, 2, 3):
             raise MultiMarketsConfigError(
-                f"The secretKey (connection password) is incomplete base64 ({len(compact)} characters); it may be "
+                f"The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) is incomplete base64 ({len(compact)} characters); it may be "
                 "truncated. Paste the complete privateKey returned by applyApi (a 1024-bit key is about 848 "
                 "base64 characters)."
             )
@@ -299,7 +299,7 @@ def load_private_key(secret_key: str) -> RSAPrivateKey:
             der = base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
         except (binascii.Error, ValueError):
             raise MultiMarketsConfigError(
-                "The secretKey (connection password) is not valid base64. Paste the privateKey the "
+                "The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) is not valid base64. Paste the privateKey the "
                 "platform issued exactly (base64 PKCS#8 DER, no quotes or line prefixes), or a PEM "
                 "'-----BEGIN PRIVATE KEY-----' block."
             ) from None
@@ -309,20 +309,20 @@ def load_private_key(secret_key: str) -> RSAPrivateKey:
             if _is_public_key_der(der):
                 raise MultiMarketsConfigError(_PUBLIC_KEY_MSG) from None
             raise MultiMarketsConfigError(
-                "The secretKey (connection password) is base64 but not a private key "
+                "The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) is base64 but not a private key "
                 f"({len(der)} bytes decoded; it may be truncated). Paste the complete privateKey "
                 "returned by applyApi (a 1024-bit key is about 848 base64 characters)."
             ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise MultiMarketsConfigError(
-            f"The secretKey (connection password) is a {type(key).__name__.lstrip('_')}, not an RSA key. "
+            f"The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) is a {type(key).__name__.lstrip('_')}, not an RSA key. "
             "The Open API signs with SHA1WithRSA: use the RSA privateKey the platform issued."
         )
     return key
 
 
 _PUBLIC_KEY_MSG = (
-    "The secretKey (connection password) is an RSA public key (the 'pubKey'). Signing needs the "
+    "The secretKey (the form's 'secretKey (RSA private key)' field, the connection password) is an RSA public key (the 'pubKey'). Signing needs the "
     "private key: use the 'privateKey' value returned with the apiKey."
 )
 

@@ -364,7 +364,7 @@ class MultiMarketsHook(BaseHook):
         :param biz_type: the interface's bizType, e.g. ``getMsgPushToken``.
         :param payload: the JSON body (a dict); ``None`` sends ``{}``.
         :param version: the ``version`` header some interfaces require (e.g. ``0.0.1``); by default
-            the one the vendor's OpenAPI documents for ``biz_type`` (:mod:`..endpoints`).
+            the one the vendor's OpenAPI documents for ``biz_type`` (:mod:`~airflow_provider_multimarkets.api.endpoints`).
         :param group: the ``group`` header (e.g. ``tradeApi``); documented default as for ``version``.
         :param idempotent: ``False`` for calls that must never run twice (order placement): then
             only failures where the request provably was not sent are retried.

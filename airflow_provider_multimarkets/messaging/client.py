@@ -10,7 +10,7 @@ and flushed, so a process killed at any moment loses nothing already received; a
 again on the same log restores its counts and identities and goes on. The summary is the log's
 tally. Pushes sent again by the server after a reconnect are dropped as duplicates by content
 identity, never by ``seqId``/``trace``. Frame kinds follow the vendor's own socket client
-(:mod:`..msg_frames`).
+(:mod:`~airflow_provider_multimarkets.messaging.frames`).
 
 Every way a connection can end is either retried, with the provider's one backoff rule
 (:func:`..retry.backoff_delay`) and counted in ``reconnects`` (drops, normal closes 1000/1001,
@@ -20,7 +20,7 @@ platform (:class:`MultiMarketsMsgAuthError`), a frame over ``max_frame_bytes``, 
 cannot be written (disk full, not writable), or no connection established at all within the window.
 
 Connection settings are read through the hook's one path
-(:func:`..connection_settings.settings_from_airflow_connection`) without blocking the event loop.
+(:func:`~airflow_provider_multimarkets.api.settings.settings_from_airflow_connection`) without blocking the event loop.
 """
 
 from __future__ import annotations

@@ -30,7 +30,8 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
 
     :param token: the msg token (templated), typically ``get_token.output``. Empty: fetch one.
     :param trade_types: ``tradeTypes`` to subscribe (templated), e.g. ``"2"`` or ``"1,2"``.
-    :param window_seconds: listen for at most this long (always bounded).
+    :param window_seconds: listen for at most this long (always bounded; templated, e.g.
+        ``"{{ params.window_seconds }}"``).
     :param max_messages: stop after this many pushes.
     :param until_order_id: stop when this order's trade push reaches a final status (templated).
     :param output_path: the push log, a JSON Lines file receiving every push (templated). Required
@@ -58,6 +59,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "token",
         "trade_types",
+        "window_seconds",
         "until_order_id",
         "output_path",
         "hook_params",
@@ -70,7 +72,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         *,
         token: str | None = None,
         trade_types: str = "2",
-        window_seconds: float = 300.0,
+        window_seconds: float | str = 300.0,
         max_messages: int | None = None,
         until_order_id: str | int | None = None,
         output_path: str | None = None,
@@ -87,15 +89,12 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.hook_params = check_hook_params(hook_params, self.task_id)
-        if not window_seconds or window_seconds <= 0:
-            raise MultiMarketsConfigError(
-                f"{kwargs.get('task_id')}: window_seconds must be > 0: a subscription is always bounded in time."
-            )
+        templated = isinstance(window_seconds, str) and "{{" in window_seconds
+        self.window_seconds: float | str = window_seconds if templated else _window(window_seconds, kwargs)
         if max_messages is not None and max_messages < 1:
             raise MultiMarketsConfigError(f"{kwargs.get('task_id')}: max_messages must be at least 1.")
         self.token = token
         self.trade_types = trade_types
-        self.window_seconds = float(window_seconds)
         self.max_messages = max_messages
         self.until_order_id = until_order_id
         self.output_path = output_path
@@ -134,7 +133,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
             token=token,
             multimarkets_conn_id=self.multimarkets_conn_id,
             trade_types=str(self.trade_types),
-            deadline=time.time() + self.window_seconds,
+            deadline=time.time() + _window(self.window_seconds, {"task_id": self.task_id}),
             max_messages=self.max_messages,
             until_order_id=None if self.until_order_id in (None, "") else str(self.until_order_id),
             output_path=self.output_path or None,
@@ -148,6 +147,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> Any:
+        self.window_seconds = _window(self.window_seconds, {"task_id": self.task_id})
         self._check_output()
         token = (self.token or "").strip()
         if token:
@@ -161,7 +161,7 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                timeout=dt.timedelta(seconds=self.window_seconds + 120),
+                timeout=dt.timedelta(seconds=float(self.window_seconds) + 120),
             )
         import asyncio
 
@@ -194,6 +194,21 @@ class MultiMarketsMsgSubscribeOperator(BaseOperator):
                 "Order %s did not reach a final status within %.0f s.", self.until_order_id, self.window_seconds
             )
         return summary
+
+
+def _window(value: Any, kwargs: dict[str, Any]) -> float:
+    """``window_seconds`` as a number > 0 (a rendered template is text)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise MultiMarketsConfigError(
+            f"{kwargs.get('task_id')}: window_seconds must be a number of seconds, got {value!r}."
+        ) from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise MultiMarketsConfigError(
+            f"{kwargs.get('task_id')}: window_seconds must be > 0: a subscription is always bounded in time."
+        )
+    return seconds
 
 
 async def _first_event(trigger: MultiMarketsMsgSubscribeTrigger) -> dict[str, Any]:

@@ -26,6 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trade-stream-rate", type=float, default=0.0, help="synthetic trade pushes per second (0: off)")
     p.add_argument("--trade-stream-limit", type=int, default=None, help="stop the synthetic stream after N pushes")
     p.add_argument(
+        "--trade-stream-types",
+        default=None,
+        metavar="TYPES",
+        help="trade types the synthetic stream pushes to, e.g. 1 (default: every subscribed one); with 1, "
+        "trade type 2 carries only the orders you place",
+    )
+    p.add_argument(
         "--burst-after-subscribe", type=int, default=0, help="benchmark: N pushes as fast as possible after a subscribe"
     )
     p.add_argument("--rate-limit", type=int, default=100, help="calls per window per apiKey before a 429")
@@ -108,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         check_version_group=not args.no_version_check,
         trade_stream_rate=args.trade_stream_rate,
         trade_stream_limit=args.trade_stream_limit,
+        trade_stream_types=(
+            frozenset(t.strip() for t in args.trade_stream_types.split(",") if t.strip())
+            if args.trade_stream_types
+            else None
+        ),
         burst_after_subscribe=args.burst_after_subscribe,
         order_push_delay=args.order_push_delay,
         pnl_interval=args.pnl_every,
@@ -138,8 +150,17 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.connection_file, "w") as handle:
             handle.write(conn)
     print(f"MultiMarkets sandbox listening on {sandbox.base_url} (message WebSocket {sandbox.ws_url})")
+    fields = json.loads(conn)
     print("Point Airflow at it with:")
-    print(f"export AIRFLOW_CONN_MULTIMARKETS_DEFAULT='{conn}'", flush=True)
+    print(f"export AIRFLOW_CONN_MULTIMARKETS_DEFAULT='{conn}'")
+    print(
+        "or, in the UI's connection form (type MultiMarkets): Open API base URL "
+        f"{fields['host']}, Port {fields['port']}, apiKey {fields['login']}, secretKey (RSA private key) "
+        f"{'--key-file ' + args.key_file + ' (privateKey)' if args.key_file else 'the password above'}, "
+        f"Company ID {fields['extra']['company_id']}, Message WebSocket URL {fields['extra']['msg_ws_url']}; "
+        "Verify TLS does not matter (the sandbox is plain http).",
+        flush=True,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -364,7 +364,13 @@ class SandboxApp:
             if cfg.trade_stream_limit is not None:
                 due = min(due, cfg.trade_stream_limit - sent)
             with self.state.lock:
-                targets = {(s.company_id, tt) for s in self.state.streams.values() for tt in s.trade_types}
+                only = cfg.trade_stream_types
+                targets = {
+                    (s.company_id, tt)
+                    for s in self.state.streams.values()
+                    for tt in s.trade_types
+                    if only is None or tt in only
+                }
                 for _ in range(due):
                     for company_id, trade_type in targets:
                         self.state.publish(
@@ -679,10 +685,15 @@ class Sandbox:
         return f"ws://{self.host}:{self.port}/openapi-c/openMsg/{{appId}}"
 
     def connection(self, **extra: Any) -> dict[str, Any]:
-        """The Airflow connection (JSON form) that points at this sandbox."""
+        """The Airflow connection (JSON form) that points at this sandbox.
+
+        The port is in its own field, as the connection form has it: Airflow 3.3.2's Test button sends
+        ``port`` 0 for a connection without one and refuses a host that carries it ("Bad Request").
+        """
         return {
             "conn_type": "multimarkets",
-            "host": self.base_url,
+            "host": f"http://{self.host}/openapi-c",
+            "port": self.port,
             "login": self.api_key,
             "password": self.private_key,
             "extra": {

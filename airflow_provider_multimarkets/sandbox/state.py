@@ -5,7 +5,7 @@ apiKey, ban, rate limit, time window, signature as a Java server checks it, comp
 documented interface: its ``version``/``group``, its body against the request schema (the sandbox's
 own copy of the spec, :mod:`.contract`), and its handler, whose answer is shaped into the
 interface's documented ``data``. Every one of the 284 documented bizTypes is served: the trading
-interfaces from the books (:mod:`.trading`), a few from seed data, the rest from the spec's
+interfaces from the books (:mod:`~airflow_provider_multimarkets.sandbox.trading`), a few from seed data, the rest from the spec's
 examples and schemas. Requests with an ``idempotency-key`` header go through the documented cache
 (:mod:`.idempotency`).
 
@@ -103,6 +103,9 @@ class SandboxConfig:
     trade_stream_rate: float = 0.0
     """Synthetic trade pushes per second to every subscribed stream (0: off)."""
     trade_stream_limit: int | None = None
+    trade_stream_types: frozenset[str] | None = None
+    """The trade types the synthetic stream pushes to (``None``: every subscribed one). ``{"1"}`` keeps
+    trade type 2 (the isolated-margin account the example orders use) to the user's own orders."""
     require_app_id: str | None = None
     seed: int = 7
     pnl_interval: float = 0.0

@@ -343,7 +343,7 @@ class PushLog:
         return self.stage_line(frame, as_line(frame, text))
 
     def stage_line(self, frame: dict[str, Any], line: bytes) -> bool:
-        """:meth:`stage` for a push whose log line is ready: its UTF-8 text on one line, as received."""
+        """:meth:`PushLog.stage` for a push whose log line is ready: its UTF-8 text on one line, as received."""
         identity = push_identity(frame, line)
         if identity in self._seen or identity in self._seen_old or identity in self._pending_ids:
             self.duplicates += 1
