@@ -73,7 +73,8 @@ nitpick_ignore_regex = [
         r"|Coroutine|Generator|AsyncGenerator|TypeVar|Protocol|Literal|Self|ClassVar|Optional|Union|Final"
         r"|NoReturn|Context|T|K|V|P|R|Path|PurePath|BinaryIO|TextIO|IO|Pattern|Match|Enum|ABC|Exception"
         r"|BaseException|Counter|OrderedDict|defaultdict|deque|timedelta|datetime|date|Decimal|Lock|Event"
-        r"|Thread|Logger|Session|Response|ParamSpec|TypeAlias|NamedTuple|TracebackType|ModuleType)",
+        r"|Thread|Logger|Session|Response|ParamSpec|TypeAlias|NamedTuple|TracebackType|ModuleType"
+        r"|TriggerEvent|BaseTrigger|BaseEventTrigger|BaseOperator|BaseSensorOperator|BaseHook)",
     ),
     (
         r"py:(class|obj|data)",

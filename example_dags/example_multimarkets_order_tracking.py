@@ -110,6 +110,7 @@ with DAG(
     def choose_flow(params: Any = None) -> str:
         return "place_and_track_order" if params["flow"] == "track" else "place_order"
 
+    # [START howto_operator_market_order]
     # flow "track": subscribe, place, and follow the order; the triggerer waits for the fill
     tracked = MultiMarketsMarketOrderOperator(
         task_id="place_and_track_order",
@@ -121,7 +122,9 @@ with DAG(
         retries=2,
         retry_delay=dt.timedelta(seconds=30),
     )
+    # [END howto_operator_market_order]
 
+    # [START howto_sensor_order_status]
     # flow "sensor": place without tracking, then wait for the order's final status in the order list
     placed = MultiMarketsMarketOrderOperator(
         task_id="place_order",
@@ -138,6 +141,7 @@ with DAG(
         poke_interval=5,
         timeout=600,
     )
+    # [END howto_sensor_order_status]
 
     @task(trigger_rule="none_failed_min_one_success")
     def fill_report(params: Any = None, run_id: str | None = None, ti: Any = None) -> dict[str, Any]:

@@ -106,20 +106,96 @@ def test_every_howto_include_points_at_markers_that_exist() -> None:
     assert found >= 15
 
 
-def test_every_operator_sensor_and_trigger_has_a_howto_page() -> None:
+#: classes whose keyword arguments are the fields of a dataclass (a trigger serializes it as it is)
+ARGUMENT_DATACLASSES = {
+    "MultiMarketsMsgSubscribeTrigger": ("airflow_provider_multimarkets.messaging.client", "SubscriptionSpec"),
+    "MultiMarketsOrderStatusTrigger": ("airflow_provider_multimarkets.triggers.order_status", "OrderStatusWait"),
+    "MultiMarketsOrderTrackingTrigger": ("airflow_provider_multimarkets.triggers.order_tracking", "OrderTracking"),
+}
+#: how-to page prefixes by provider-info section
+HOWTO_KINDS = {"operators": "operator", "sensors": "sensor", "triggers": "trigger"}
+
+
+def _provider_classes() -> list[tuple[str, str, str]]:
+    """(page prefix, module, class name) of every operator, sensor and trigger the provider info lists."""
     import importlib
     import inspect
 
     info = get_provider_info()
-    modules = [
-        m for kind in ("operators", "sensors", "triggers") for e in info.get(kind, []) for m in e["python-modules"]
+    found = []
+    for section, prefix in HOWTO_KINDS.items():
+        for entry in info.get(section, []):
+            for name in entry["python-modules"]:
+                module = importlib.import_module(name)
+                for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+                    if cls.__module__ == name and cls_name.endswith(("Operator", "Sensor", "Trigger")):
+                        found.append((prefix, name, cls_name))
+    return found
+
+
+PROVIDER_CLASSES = _provider_classes()
+
+
+def _arguments(module: str, cls_name: str) -> list[str]:
+    """The class's own keyword arguments; for ``**kwargs`` only, the fields of its arguments' dataclass."""
+    import importlib
+    import inspect
+
+    cls = getattr(importlib.import_module(module), cls_name)
+    skip = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+    names = [
+        p.name for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self" and p.kind not in skip
     ]
-    howtos = "\n".join(p.read_text() for p in (DOCS / "howto").glob("*_*.md"))
-    for name in modules:
-        module = importlib.import_module(name)
-        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
-            if cls.__module__ == name and cls_name.endswith(("Operator", "Sensor", "Trigger")):
-                assert f"`~{name}.{cls_name}`" in howtos, f"no how-to page for {cls_name}"
+    if names:
+        return names
+    assert cls_name in ARGUMENT_DATACLASSES, (
+        f"{cls_name} takes only **kwargs: name its dataclass in ARGUMENT_DATACLASSES"
+    )
+    spec_module, spec_name = ARGUMENT_DATACLASSES[cls_name]
+    return [f.name for f in dataclasses.fields(getattr(importlib.import_module(spec_module), spec_name))]
+
+
+def _toctree_globs(index: Path) -> list[str]:
+    block = index.read_text().split("```{toctree}", 1)[1].split("```", 1)[0]
+    return [line.strip() for line in block.splitlines() if line.strip() and not line.startswith(":")]
+
+
+def test_every_provider_class_is_checked() -> None:
+    names = {cls_name for _, _, cls_name in PROVIDER_CLASSES}
+    assert {
+        "MultiMarketsOrderStatusSensor",
+        "MultiMarketsOrderStatusTrigger",
+        "MultiMarketsOrderTrackingTrigger",
+    } <= names
+    assert len(names) >= 11
+
+
+@pytest.mark.parametrize(("prefix", "module", "cls_name"), PROVIDER_CLASSES, ids=[c for _, _, c in PROVIDER_CLASSES])
+def test_every_operator_sensor_and_trigger_has_a_howto_page(prefix: str, module: str, cls_name: str) -> None:
+    """A page titled with the class, named by its kind, in the toctree, showing example DAG code between
+    [START]/[END] markers, with a parameters table that has a row per argument."""
+    import fnmatch
+
+    pages = [p for p in sorted((DOCS / "howto").glob("*.md")) if re.match(rf"# {cls_name}\b", p.read_text())]
+    assert len(pages) == 1, f"no docs/howto page titled '# {cls_name}' (or more than one)"
+    page = pages[0]
+    text = page.read_text()
+    assert page.name.startswith(f"{prefix}_"), f"{page.name}: a {prefix}'s page is named {prefix}_<name>.md"
+    assert f"`~{module}.{cls_name}`" in text, f"{page.name} does not reference {module}.{cls_name}"
+    globs = _toctree_globs(DOCS / "howto" / "index.md")
+    assert any(fnmatch.fnmatch(page.stem, g) for g in globs), f"{page.name} is in no toctree of howto/index.md"
+    includes = [
+        m
+        for m in INCLUDE_RE.finditer(text)
+        if m["path"].startswith("../../example_dags/")
+        and ':start-after: "[START howto_' in m["options"]
+        and ':end-before: "[END howto_' in m["options"]
+    ]
+    assert includes, f"{page.name} shows no example DAG code between [START howto_...]/[END howto_...] markers"
+    assert "\n## Parameters\n" in text, f"{page.name} has no '## Parameters' section"
+    table = text.split("\n## Parameters\n", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in _arguments(module, cls_name) if f"| `{name}` |" not in table]
+    assert not missing, f"{page.name}: the parameters table has no row for {missing}"
 
 
 # ---- examples as the UI shows them ---------------------------------------------------------------

@@ -92,8 +92,9 @@ EXTRA_DOCS: dict[str, tuple[str | None, str]] = {
     ),
     "call_deadline": (
         None,
-        "Seconds in which a call must be completely answered, whatever the server does "
-        "(slow headers, a dripping body); the gateway itself gives up after 15 s.",
+        "Seconds in which a call ends, retries included, whatever the server does (slow headers, a "
+        "dripping body); an answer still arriving when it passes is not retried. Waits for the shared "
+        "budget do not count (``rate_limit_max_wait`` bounds them). The gateway itself gives up after 15 s.",
     ),
     "max_response_bytes": (None, "The largest answer read, counted after decompression; a larger one is refused."),
     "max_retries": (None, "Retries of *safe* failures (idempotent calls on 5xx, 429 and network errors), at most 10."),
@@ -111,7 +112,7 @@ EXTRA_DOCS: dict[str, tuple[str | None, str]] = {
     ),
     "rate_limit_store": (
         None,
-        "``host`` (a file store per host), ``redis`` (implied by "
+        "``host_file`` (a file store per host; ``host`` works too), ``redis`` (implied by "
         "``rate_limit_redis_conn_id``) or ``process`` (this process only).",
     ),
     "rate_limit_dir": (
@@ -125,18 +126,31 @@ EXTRA_DOCS: dict[str, tuple[str | None, str]] = {
     ),
     "rate_limit_fallback": (
         None,
-        "Redis unreachable: ``fail`` (no call sent, a clear error) or ``host`` (the per-host budget, with a warning).",
+        "Redis unreachable: ``no_fallback`` (no call sent, a clear error; ``fail`` works too) or ``host_file`` "
+        "(this host's share of the budget in a host store, with a warning; ``host`` works too).",
+    ),
+    "rate_limit_hosts": (
+        "the hosts Redis saw",
+        "How many hosts share the apiKey: a host that falls back from Redis uses ``1/rate_limit_hosts`` of "
+        "the budget. Unset: the hosts Redis saw using the key in the last hour (one call per window if it "
+        "never saw any).",
     ),
     "ban_seconds": (None, "How long a 418 without ``Retry-After`` blocks the key (the documented first ban)."),
     "msg_ws_url": (
         "from the host",
         "The message WebSocket, e.g. ``wss://pre-api-test.cmfbl.com/openapi-c/openMsg/{appId}``.",
     ),
-    "msg_ws_compression": (None, "Per-message deflate on the message WebSocket: ``none`` or ``deflate``."),
+    "msg_ws_compression": (
+        None,
+        "Per-message deflate on the message WebSocket: ``disabled`` (``none`` works too) or ``deflate``.",
+    ),
     "app_id": ("the company id", "Fills ``{appId}`` in ``msg_ws_url``."),
     "device": (None, "The ``device`` field of the message socket's frames."),
     "sign_sort_nested": (None, "Sort the keys of nested objects when signing (an open question of the docs)."),
-    "sign_key_order": (None, "``java`` (case-sensitive, Java ``String.compareTo``) or ``case_insensitive``."),
+    "sign_key_order": (
+        None,
+        "``java_compare`` (``java`` works too: case-sensitive, Java ``String.compareTo``) or ``case_insensitive``.",
+    ),
     "sign_charset": (
         None,
         "The charset of the signed bytes: ``UTF-8``, ``GBK`` or ``ISO-8859-1``, the gateway JVM's default "

@@ -16,8 +16,13 @@ Each bound, and what happens when it is hit:
   by then is cut off: a window ends at most that much late).
 """
 
+#: bytes waiting to be sent above which the connection stops reading (websockets' ``write_limit``)
 WRITE_LIMIT = 64 * 1024
+#: frames queued between the socket and the reader (websockets' ``max_queue``)
 MAX_QUEUE = 16
+#: seconds a connection may stay over :data:`WRITE_LIMIT` (the server not reading) before it is ended
 STALL_SECONDS = 10.0
+#: seconds for the closing handshake (websockets' ``close_timeout``)
 CLOSE_TIMEOUT = 2.0
+#: seconds of reading after ``logout`` for what the server still delivers before it closes
 DRAIN_SECONDS = 5.0

@@ -184,6 +184,9 @@ def resolve_short_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:
         return None
     domain = env.get_domain("py")
     matches = [name for name in domain.objects if name == target or name.endswith("." + target)]
+    kinds = domain.objtypes_for_role(node.get("reftype", "")) if node.get("reftype") != "obj" else None
+    if kinds and len(matches) > 1:  # :mod:`.ws` means the module, not an attribute named ws
+        matches = [name for name in matches if domain.objects[name].objtype in kinds] or matches
     if len(matches) > 1:
         module, cls = node.get("py:module") or "", node.get("py:class") or ""
         for scope in (f"{module}.{cls}." if cls else None, f"{module}." if module else None):
@@ -192,12 +195,36 @@ def resolve_short_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:
                 if len(scoped) == 1:
                     matches = scoped
                     break
+        else:
+            # still several: the one nearest the current module (``..order_status`` in ``trading.order_lookup``)
+            def shared(name: str) -> int:
+                parts = 0
+                for mine, theirs in zip(name.split("."), module.split("."), strict=False):
+                    if mine != theirs:
+                        break
+                    parts += 1
+                return parts
+
+            best = max((shared(name) for name in matches), default=0)
+            nearest = [name for name in matches if shared(name) == best]
+            if best and len(nearest) == 1:
+                matches = nearest
     if len(matches) != 1:
         return None
     from sphinx.util.nodes import make_refnode
 
     entry = domain.objects[matches[0]]
     return make_refnode(app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, matches[0])
+
+
+def readable_factory_defaults(
+    app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: str | None
+) -> tuple[str | None, str | None] | None:
+    """A dataclass field with a ``default_factory`` shows as ``<factory>`` in its signature, which Sphinx cannot
+    parse (it then splits the signature at every comma: ``dict[str``); show ``...`` instead."""
+    if signature and "<factory>" in signature:
+        return signature.replace("<factory>", "..."), return_annotation
+    return None
 
 
 def setup(app: Any) -> dict[str, Any]:
@@ -211,4 +238,5 @@ def setup(app: Any) -> dict[str, Any]:
 
     app.connect("builder-inited", generate)
     app.connect("missing-reference", resolve_short_name)
+    app.connect("autodoc-process-signature", readable_factory_defaults)
     return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
