@@ -91,6 +91,8 @@ def test_two_orders_with_one_third_party_order_are_an_error(sandbox: Any, mm_con
         ({"order_id": 1, "target_statuses": [2], "failed_statuses": [2, 6]}, r"statuses \[2\] are both"),
         ({"order_id": 1, "failed_statuses": [9]}, r"failed_statuses \[9\] are not order statuses"),
         ({"order_id": 1, "target_statuses": ["x"]}, "must be order statuses"),
+        ({"order_id": 1, "hook_params": {"timeot": 5}}, "hook_params has unknown key"),
+        ({"order_id": 1, "hook_params": [5]}, "hook_params must be a dict"),
     ],
 )
 def test_bad_arguments_are_config_errors(kwargs: dict[str, Any], message: str) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from airflow_provider_multimarkets._compat import AirflowSensorTimeout, BaseSensorOperator, Context, default_deferrable
 from airflow_provider_multimarkets.exceptions import MultiMarketsConfigError, MultiMarketsOrderError
-from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook
+from airflow_provider_multimarkets.hooks.multimarkets import MultiMarketsHook, check_hook_params
 
 #: every status of the documented order list (1 received ... 7 expired)
 ORDER_STATUSES = frozenset(range(1, 8))
@@ -49,7 +49,13 @@ class MultiMarketsOrderStatusSensor(BaseSensorOperator):
         ``retry_backoff``, ``rate_limit_per_minute``).
     """
 
-    template_fields: Sequence[str] = ("order_id", "third_party_order", "account_id", "multimarkets_conn_id")
+    template_fields: Sequence[str] = (
+        "order_id",
+        "third_party_order",
+        "account_id",
+        "multimarkets_conn_id",
+        "hook_params",
+    )
     ui_color = "#fdf3e8"
 
     def __init__(
@@ -90,11 +96,11 @@ class MultiMarketsOrderStatusSensor(BaseSensorOperator):
         self.failed_statuses = sorted(failed)
         self.deferrable = default_deferrable() if deferrable is None else bool(deferrable)
         self.multimarkets_conn_id = multimarkets_conn_id
-        self.hook_params = dict(hook_params or {})
+        self.hook_params = check_hook_params(hook_params, task_id)
 
     @cached_property
     def hook(self) -> MultiMarketsHook:
-        return MultiMarketsHook(self.multimarkets_conn_id, **self.hook_params)
+        return MultiMarketsHook.for_task(self.multimarkets_conn_id, self.hook_params, self.task_id)
 
     def _wait(self, deadline: float | None = None) -> Any:
         from airflow_provider_multimarkets.triggers.order_status import OrderStatusWait
