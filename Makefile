@@ -76,6 +76,7 @@ postgresql:
 	  fi; }
 
 test-deploy: $(DEPLOY_STAMP) redis-server chromium postgresql
+	@[ -f docs/_build/html/index.html ] || $(MAKE) docs  # deploy/test_docs_site.py reads the built site
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=3000 deploy; rc=$$?; \
 	echo "== make test-deploy: wall time $$(( $$(date +%s) - start )) s"; exit $$rc
