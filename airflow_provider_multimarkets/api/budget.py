@@ -12,7 +12,8 @@ Here the budget lives in a store that all of them share:
 * ``RedisStore``: a sorted set per apiKey in Redis, checked and taken by one atomic Lua script.
   Every host that reaches the Redis server shares it. A Redis that restarted (its scripts are
   gone: ``NoScriptError``) is used again at once: the scripts are loaded again, and a Redis that
-  lost the key's data releases calls at the budget's pace for one window, never together.
+  lost the key's data counts as full for one window (the gateway may still count the calls it
+  forgot), then releases calls at the budget's pace.
 * ``FallbackStore`` (``rate_limit_fallback: host``): Redis while it answers; while it does not,
   this host's share of the key's budget (``host_share``) in a host store, with the ban state kept
   on the host and merged into Redis once it answers again.
@@ -514,7 +515,7 @@ return 1
 """
 
 #: The key's epoch: a value written once, with the budget. A Redis that lost it (restarted empty,
-#: flushed, evicted) lost the calls it counted too; a host that knew the epoch then paces the
+#: flushed, evicted) lost the calls it counted too; a host that knew the epoch then takes the whole
 #: budget for one window, since the gateway may still count calls Redis forgot.
 _REDIS_EPOCH = """
 local current = redis.call('GET', KEYS[1])
@@ -648,16 +649,22 @@ class RedisStore(_BucketStore):
             pass  # a cache: without it, a restart of Redis is recognised by this process only
 
     def _check_epoch(self, now_ms: int) -> None:
-        """Record the key's epoch; when Redis lost it, pace the budget for one window (one host does)."""
-        first = now_ms + self.window_ms // max(self.limit, 1)
+        """Record the key's epoch; when Redis lost it, treat the budget as full for one window (one host does).
+
+        The calls Redis forgot may all have been made just before it lost them, and the gateway still
+        counts them: any call before one window has passed could be the one above the limit, and a
+        call released while an earlier one's 429 is still on its way back would be a second call into
+        a full window (a ban). So the whole budget is taken until one window after now; then calls go
+        on at the budget's own rate, into a window the gateway has emptied.
+        """
         epoch, paced = self._epoch_script(
             keys=[self.epoch_key, self.bucket_key],
             args=[
                 uuid.uuid4().hex,
                 self.epoch or "",
-                first,
+                now_ms + self.window_ms + 1,  # every pacing entry stamped now: all free one window from now
                 self.limit if self.bucket is not None else 0,
-                self.window_ms / max(self.limit, 1),
+                0,
                 self.window_ms,
             ],
         )
@@ -667,8 +674,8 @@ class RedisStore(_BucketStore):
             if self._log is not None:
                 self._log(
                     f"The shared call budget in Redis ({self.description}) lost its data (Redis restarted empty or "
-                    "was flushed): the gateway may still count calls Redis forgot, so calls are let through at the "
-                    f"budget's pace ({self.limit} per {self.window_ms / 1000:g} s, one at a time) for one window."
+                    "was flushed): the gateway may still count calls Redis forgot, so no call is let through for one "
+                    f"window ({self.window_ms / 1000:g} s); then calls go on at the budget's rate ({self.limit} per window)."
                 )
         if epoch != self.epoch:
             self.epoch = epoch
