@@ -473,9 +473,10 @@ def test_budget_redis_restarted_empty(ha: HA) -> None:
 
     row = _redis_case(ha, "redis-empty", 30, restart)
     record({"scenario": f"budget Redis restarted empty, down ~0 s, window full ({LIMIT}/{WINDOW} s)", **row})
-    assert row["sandbox_statuses"].get(418, 0) == 0  # never a second call into a full window
-    assert row["sandbox_statuses"].get(429, 0) <= 1  # at most the one paced call that found it full
+    # the budget counts as full for one window after the data loss: never a call into the full window
+    assert row["sandbox_statuses"] == {200: 30}  # zero 429, zero 418
     assert row["tasks"] == {"success": 30}  # no task failed while Redis answered
+    assert row["peak_calls_in_any_window"] <= LIMIT
 
 
 def test_budget_redis_restarted_with_its_data(ha: HA) -> None:
