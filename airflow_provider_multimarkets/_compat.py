@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from airflow.sdk import BaseHook
@@ -19,38 +19,84 @@ try:
 except ImportError:  # pragma: no cover - Airflow 2.x
     from airflow.utils.context import Context  # type: ignore[no-redef,attr-defined,assignment]
 
-try:
-    from airflow.sdk import BaseSensorOperator, PokeReturnValue
-except ImportError:  # pragma: no cover - Airflow 2.x
-    from airflow.sensors.base import BaseSensorOperator, PokeReturnValue  # type: ignore[no-redef,assignment]
-
-try:
+if TYPE_CHECKING:
+    from airflow.sdk import BaseSensorOperator, PokeReturnValue, ResumableJobMixin
     from airflow.sdk.exceptions import AirflowSensorTimeout
-except ImportError:  # pragma: no cover - Airflow 2.x / 3.0
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef,assignment,attr-defined]
-
-# Durable execution (AIP-103): the task state store and ResumableJobMixin, Airflow 3.3+. Below 3.3
-# the stand-in keeps the operator's own behaviour (it never calls execute_resumable there) and
-# records that durable execution is off, so the operator logs once that it needs Airflow 3.3.
-try:
-    from airflow.sdk import ResumableJobMixin
     from airflow.sdk.execution_time.context import NEVER_EXPIRE
 
-    DURABLE_EXECUTION = True
-except ImportError:  # pragma: no cover - Airflow 2.x / 3.0-3.2
-    import datetime as _dt
+    DURABLE_EXECUTION: bool
 
-    NEVER_EXPIRE = _dt.timedelta.max  # type: ignore[misc]
-    DURABLE_EXECUTION = False  # type: ignore[misc]
+# Names resolved on first use (PEP 562 module ``__getattr__``), each from the first of its places that has
+# it, then kept in this module's globals. Operator and hook modules import this one at DAG-parse time and
+# must not pay for what only one of them needs: on Airflow 2 ``airflow.sensors.base`` imports
+# ``airflow.models.skipmixin``, ``airflow.models.taskreschedule`` and ``airflow.ti_deps``
+# (tests/test_parse_cost.py); only the order operator needs ``ResumableJobMixin``.
+_LAZY: dict[str, tuple[tuple[str, str], ...]] = {
+    # Airflow 3.x: airflow.sdk; Airflow 2.x: airflow.sensors.base
+    "BaseSensorOperator": (("airflow.sdk", "BaseSensorOperator"), ("airflow.sensors.base", "BaseSensorOperator")),
+    "PokeReturnValue": (("airflow.sdk", "PokeReturnValue"), ("airflow.sensors.base", "PokeReturnValue")),
+    # airflow.sdk.exceptions where it has it (3.3.2 does); Airflow 2.x and 3.0: airflow.exceptions
+    "AirflowSensorTimeout": (
+        ("airflow.sdk.exceptions", "AirflowSensorTimeout"),
+        ("airflow.exceptions", "AirflowSensorTimeout"),
+    ),
+}
+#: durable execution's three names, resolved together (:func:`_durable_execution`)
+_DURABLE = ("DURABLE_EXECUTION", "NEVER_EXPIRE", "ResumableJobMixin")
 
-    class ResumableJobMixin:  # type: ignore[no-redef]
-        """Airflow < 3.3: no task state store; ``durable`` is kept, and has no effect."""
 
-        external_id_key: str = "remote_job_id"
+class _NoResumableJobMixin:
+    """Airflow < 3.3: no task state store; ``durable`` is kept, and has no effect.
 
-        def __init__(self, *, durable: bool = True, **kwargs: Any) -> None:
-            super().__init__(**kwargs)
-            self.durable = durable
+    The order operator checks ``DURABLE_EXECUTION`` and never calls ``execute_resumable`` here: it
+    logs once that durable execution needs Airflow 3.3 and finds an earlier try's order by its
+    ``thirdPartyOrder`` lookup, as before 3.3.
+    """
+
+    external_id_key: str = "remote_job_id"
+
+    def __init__(self, *, durable: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.durable = durable
+
+
+def _durable_execution() -> dict[str, Any]:
+    """Durable execution (AIP-103): the task state store and ``ResumableJobMixin``, Airflow 3.3+."""
+    try:
+        from airflow.sdk import ResumableJobMixin
+        from airflow.sdk.execution_time.context import NEVER_EXPIRE
+    except ImportError:  # Airflow 2.x / 3.0-3.2: the stand-in, durable execution off
+        import datetime as dt
+
+        return {"DURABLE_EXECUTION": False, "NEVER_EXPIRE": dt.timedelta.max, "ResumableJobMixin": _NoResumableJobMixin}
+    return {"DURABLE_EXECUTION": True, "NEVER_EXPIRE": NEVER_EXPIRE, "ResumableJobMixin": ResumableJobMixin}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve a lazy name once; later lookups find it in the module's globals."""
+    if name in _DURABLE:
+        globals().update(_durable_execution())
+        return globals()[name]
+    places = _LAZY.get(name)
+    if places is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    for module, attribute in places:
+        try:
+            value = getattr(importlib.import_module(module), attribute)
+        except (ImportError, AttributeError):
+            continue
+        globals()[name] = value
+        return value
+    raise ImportError(  # pragma: no cover - every supported Airflow has one of the places
+        f"{name} is in none of {', '.join(module for module, _ in places)} on Airflow {airflow_version()}: "
+        "this provider supports Airflow 2.11 and 3.0+ (see docs/compatibility.md)."
+    )
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, *_DURABLE})
 
 
 __all__ = [

@@ -409,3 +409,9 @@ def test_a_missing_connection_is_one_line_per_attempt_with_a_backoff(
     assert len(errors) == 5  # one clear line per attempt ...
     assert all("no_such_conn" in t and "attempt" in t and not tb for t, tb in errors)  # ... no traceback
     assert sleeps[0] >= 2.5 and sleeps == sorted(sleeps) and sleeps[-1] > sleeps[0] * 4  # backing off
+    # a watcher that asked for a shared stream (the default) and runs alone says so once, and why
+    (alone,) = [t for level, t, _ in trigger.log.lines if level == "info" and "runs alone" in t]
+    if SHARED:  # Airflow 3.3+: the trigger was run directly, not by an AssetWatcher
+        assert "no asset state store" in alone
+    else:  # Airflow 3.0-3.2: the documented fallback, at-least-once from the journal
+        assert f"need Airflow 3.3+, this is Airflow {airflow_version()}" in alone

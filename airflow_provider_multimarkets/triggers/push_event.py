@@ -268,6 +268,12 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
         from airflow_provider_multimarkets.storage.journal import compact_journal, read_lines
 
         journal, token_path = self.paths()
+        if self.shared_stream:
+            self.log.info(
+                "MultiMarkets push watcher runs alone, at-least-once from its journal %s: %s",
+                journal,
+                _why_not_shared(getattr(self, "asset_state_store", None)),
+            )
         await asyncio.to_thread(_compact_quietly, journal, self.journal_max_bytes, self.journal_keep, self.log)
         replay = await asyncio.to_thread(
             lambda: replay_tail(read_lines(journal), seconds=self.replay_seconds, max_pushes=self.replay_max)
@@ -383,6 +389,21 @@ def _state_dir(state_dir: str | None) -> str:
     from airflow_provider_multimarkets.storage.paths import default_push_dir
 
     return state_dir or os.path.join(default_push_dir(), "events")
+
+
+def _why_not_shared(asset_state_store: Any) -> str:
+    """Why a watcher with ``shared_stream=True`` runs alone (the log line of :meth:`MultiMarketsPushEventTrigger.run`)."""
+    from airflow_provider_multimarkets._compat import airflow_version
+
+    if not SHARED_STREAMS:
+        return (
+            f"shared streams in ack mode and the asset state store need Airflow 3.3+, this is Airflow "
+            f"{airflow_version()}; pushes of the last replay_seconds are yielded again after a restart, and the "
+            "token is kept beside the journal."
+        )
+    if asset_state_store is None:
+        return "the triggerer gave it no asset state store (it is not run by an AssetWatcher)."
+    return "the triggerer runs it on its own."  # pragma: no cover - Airflow decides when to share
 
 
 def _compact_quietly(journal: str, max_bytes: int, keep: int, log: Any) -> None:
