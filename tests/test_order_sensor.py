@@ -114,7 +114,9 @@ def test_the_trigger_polls_until_the_status_changes(sandbox: Any, mm_conn: dict[
     trigger = MultiMarketsOrderStatusTrigger(order_id=order_id, poll_interval=0.1, deadline=time.time() + 60)
     event = _run(trigger)
     thread.join(timeout=60)
-    assert event["status"] == "done" and event["record"]["status"] == 2 and event["polls"] >= 3
+    # the status changes once the 2nd lookup has arrived: that lookup may already see it (a busy machine
+    # decides which), so the 1st lookup saw status 1 and the wait ended on the 2nd or a later one
+    assert event["status"] == "done" and event["record"]["status"] == 2 and event["polls"] >= 2
     assert _sensor(order_id=order_id).execute_complete({}, event)["status"] == 2
 
 

@@ -244,6 +244,16 @@ def test_signed_bodies_accepted_and_any_single_byte_change_rejected(body: dict[s
     assert _gateway(mutated, signature, ts) in expected
 
 
+def test_a_double_whose_shortest_form_is_not_the_rounded_one_is_accepted() -> None:
+    """2**-24 lies halfway between 5.960464477539062E-8 and ...063E-8; only the second reads back: the
+    client and the sandbox both write that one (the sandbox once wrote 5.9604644775390625E-8, which is
+    what OpenJDK 17 prints, and refused the client's signature)."""
+    ts = int(time.time() * 1000)
+    text = canonical_json({"x": 2.0**-24})
+    assert text == '{"x":5.960464477539063E-8}'
+    assert _gateway(text.encode(), _SIGNER.sign_body(text, ts), ts) == "GGATEWAY_CODE_002"
+
+
 @settings(max_examples=60, deadline=None)
 @given(body=bodies)
 def test_signature_verifies_with_the_public_key(body: dict[str, Any]) -> None:

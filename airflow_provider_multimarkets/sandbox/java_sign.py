@@ -92,6 +92,13 @@ def double_to_string(value: float) -> str:
         digits_exp = f"{magnitude:.{precision - 1}e}"
         if float(digits_exp) == magnitude:
             break
+        # the form of this length on the value's other side may read back when the nearer one does not:
+        # an exact tie rounded to even, or a power of two (2**-24 = 5.9604644775390625E-8 reads back from
+        # 5.960464477539063E-8, not from 5.960464477539062E-8)
+        other = _other_side(digits_exp, magnitude, precision)
+        if float(other) == magnitude:
+            digits_exp = other
+            break
     mantissa, exponent_text = digits_exp.split("e")
     digits = mantissa.replace(".", "").rstrip("0") or "0"
     exponent = int(exponent_text)
@@ -105,6 +112,22 @@ def double_to_string(value: float) -> str:
     else:
         text = f"{digits[0]}.{digits[1:] or '0'}E{exponent}"
     return sign + text
+
+
+def _other_side(digits_exp: str, magnitude: float, precision: int) -> str:
+    """The ``precision``-digit scientific form one unit in the last place from ``digits_exp``, on the other
+    side of ``magnitude``."""
+    from decimal import Decimal
+
+    mantissa_text, exponent_text = digits_exp.split("e")
+    step = Decimal(1).scaleb(1 - precision)
+    mantissa = Decimal(mantissa_text) + (step if Decimal(digits_exp) < Decimal(magnitude) else -step)
+    exponent = int(exponent_text)
+    if mantissa >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
+    elif mantissa < 1:
+        mantissa, exponent = mantissa * 10, exponent - 1
+    return f"{mantissa:.{precision - 1}f}e{exponent}"
 
 
 def _write(value: Any) -> str:
