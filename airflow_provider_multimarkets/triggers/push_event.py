@@ -89,6 +89,27 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
+def _token_refused(log: Any, what: str, refusals: int, fetched_at: float | None, message: str) -> int:
+    """A msg token refused by the WebSocket: the count of refusals in a row (each within
+    ``TOKEN_REFUSAL_WINDOW`` of fetching its token), logged; above ``MAX_TOKEN_REFUSALS`` a clear error."""
+    recent = fetched_at is not None and time.monotonic() - fetched_at < TOKEN_REFUSAL_WINDOW
+    refusals = refusals + 1 if recent else 1
+    if refusals > MAX_TOKEN_REFUSALS:
+        raise MultiMarketsMsgError(
+            f"The message WebSocket refused {refusals} msg tokens in a row, each within "
+            f"{TOKEN_REFUSAL_WINDOW:g} s of fetching it: {message} Check the connection's app_id and "
+            "the apiKey's permissions."
+        )
+    log.warning(
+        "MultiMarkets push %s: the message WebSocket refused its msg token; fetching a new one "
+        "(refusal %d in a row). Detail: %s",
+        what,
+        refusals,
+        message,
+    )
+    return refusals
+
+
 class MultiMarketsPushEventTrigger(BaseEventTrigger):
     """One ``TriggerEvent`` per matching push, for ``AssetWatcher`` (Airflow 3.0+).
 
@@ -311,20 +332,7 @@ class MultiMarketsPushEventTrigger(BaseEventTrigger):
                 continue
             message = str(outcome.get("message", ""))
             if error_type == "MultiMarketsMsgAuthError":
-                recent = fetched_at is not None and time.monotonic() - fetched_at < TOKEN_REFUSAL_WINDOW
-                refusals = refusals + 1 if recent else 1
-                if refusals > MAX_TOKEN_REFUSALS:
-                    raise MultiMarketsMsgError(
-                        f"The message WebSocket refused {refusals} msg tokens in a row, each within "
-                        f"{TOKEN_REFUSAL_WINDOW:g} s of fetching it: {message} Check the connection's app_id and "
-                        "the apiKey's permissions."
-                    )
-                self.log.warning(
-                    "MultiMarkets push watcher: the message WebSocket refused its msg token; fetching a new one "
-                    "(refusal %d in a row). Detail: %s",
-                    refusals,
-                    message,
-                )
+                refusals = _token_refused(self.log, "watcher", refusals, fetched_at, message)
                 token, fetched_at = await self._new_token(token_path), time.monotonic()
                 continue
             outages += 1
@@ -913,20 +921,7 @@ class PushStreamProducer(SharedStreamProducer):  # type: ignore[misc]
                 continue
             message = str(outcome.get("message", ""))
             if error_type == "MultiMarketsMsgAuthError":
-                recent = time.monotonic() - fetched_at < TOKEN_REFUSAL_WINDOW
-                refusals = refusals + 1 if recent else 1
-                if refusals > MAX_TOKEN_REFUSALS:
-                    raise MultiMarketsMsgError(
-                        f"The message WebSocket refused {refusals} msg tokens in a row, each within "
-                        f"{TOKEN_REFUSAL_WINDOW:g} s of fetching it: {message} Check the connection's app_id and "
-                        "the apiKey's permissions."
-                    )
-                self.log.warning(
-                    "MultiMarkets push stream: the message WebSocket refused its msg token; fetching a new one "
-                    "(refusal %d in a row). Detail: %s",
-                    refusals,
-                    message,
-                )
+                refusals = _token_refused(self.log, "stream", refusals, fetched_at, message)
                 state.token, state.fetched_at = await fetch_token(self.conn_id, self.log), time.time()
                 self.tokens_fetched += 1
                 fetched_at = time.monotonic()
