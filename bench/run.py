@@ -565,6 +565,8 @@ def _density_once(mode: str, n: int, window: float) -> dict[str, Any]:
                 raise RuntimeError(out.stderr[-3000:])
             result = dict(json.loads(out.stdout.strip().splitlines()[-1]))
         base = conn["host"].rsplit("/openapi-c", 1)[0]
+        if conn.get("port"):  # the connection keeps the port in its own field
+            base = f"{base}:{conn['port']}"
         streams = requests.get(f"{base}/_sandbox/delivered", timeout=60).json()["streams"]
     finally:
         proc.terminate()
