@@ -364,27 +364,107 @@ def test_push_log_truncated_by_another_process_keeps_summary_equal_to_file(
     assert "was truncated (" in caplog.text and "Read it again from its start" in caplog.text
 
 
-def test_push_log_replaced_by_another_process_is_read_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_push_log_replaced_by_another_process_is_read_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another file renamed over the log: the next look at the path (at most PATH_CHECK_SECONDS later)
+    reads the new file, and the pushes written since the look before (8, 9, and 31, written into the
+    replaced file in between) follow into it: none is lost, none is written twice."""
     import json
 
-    from airflow_provider_multimarkets.storage.push_log import PushLog
+    from airflow_provider_multimarkets.storage import push_log
+    from airflow_provider_multimarkets.storage.push_log import PATH_CHECK_SECONDS, PushLog
 
+    now = [0.0]
+    monkeypatch.setattr(push_log, "_clock", lambda: now[0])
     path = tmp_path / "pushes.jsonl"
     replace = (
         "import json, os, sys; p = sys.argv[1]; open(p + '.new', 'w').write("
         "''.join(json.dumps(f) + chr(10) for f in json.loads(sys.argv[2]))); os.replace(p + '.new', p)"
     )
     with PushLog(str(path)) as log:
-        for n in range(10):
+        for n in range(8):
+            log.append(_push(n), json.dumps(_push(n)))
+        now[0] += PATH_CHECK_SECONDS  # the path is looked at before 8 is written: the file is still the log's
+        for n in (8, 9):
             log.append(_push(n), json.dumps(_push(n)))
         _other_process(replace, str(path), json.dumps([_push(n) for n in (3, 4, 30)]))  # larger or not: a new inode
-        for n in (4, 30, 31):
-            log.stage(_push(n), json.dumps(_push(n)))
+        assert log.append(_push(31), json.dumps(_push(31)))  # before the next look: into the replaced file
+        assert _file_pushes(path) == ["3", "4", "30"]
+        now[0] += PATH_CHECK_SECONDS
+        for n in (4, 30, 32):
+            log.stage(_push(n), json.dumps(_push(n)))  # 4 is known here: not staged
         with caplog.at_level("WARNING"):
-            assert log.commit() == 1
-        assert log.tally.messages == 4
-    assert _file_pushes(path) == ["3", "4", "30", "31"]
+            assert log.commit() == 4  # 8, 9 and 31 follow; 30 is in the new file already; 32
+        assert log.tally.messages == 7
+    assert _file_pushes(path) == ["3", "4", "30", "8", "9", "31", "32"]
     assert "was replaced (another file is at its path now)" in caplog.text
+    assert "3 push(es) written since its path was last looked at are appended to the new file" in caplog.text
+
+
+def test_push_log_moved_away_or_removed_is_followed_at_the_next_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mv`` (a rotation that renames) or ``rm`` of a log being written: at the next look at the path
+    a new file is started there, holding what was written since the look before, then the rest."""
+    import json
+
+    from airflow_provider_multimarkets.storage import push_log
+    from airflow_provider_multimarkets.storage.push_log import PATH_CHECK_SECONDS, PushLog
+
+    now = [0.0]
+    monkeypatch.setattr(push_log, "_clock", lambda: now[0])
+    path = tmp_path / "pushes.jsonl"
+    with PushLog(str(path)) as log:
+        for n in range(3):
+            log.append(_push(n), json.dumps(_push(n)))
+        path.rename(tmp_path / "pushes.jsonl.1")
+        log.append(_push(3), json.dumps(_push(3)))  # into the moved file: on disk there
+        now[0] += PATH_CHECK_SECONDS
+        log.append(_push(4), json.dumps(_push(4)))
+        assert _file_pushes(path) == ["0", "1", "2", "3", "4"]  # all since the open: none looked at before
+        now[0] += PATH_CHECK_SECONDS
+        log.append(_push(5), json.dumps(_push(5)))  # a look: still the same file
+        path.unlink()
+        now[0] += PATH_CHECK_SECONDS
+        log.append(_push(6), json.dumps(_push(6)))  # 5, written since the look, follows
+        assert log.tally.messages == 2
+    assert _file_pushes(path) == ["5", "6"]
+    assert _file_pushes(tmp_path / "pushes.jsonl.1") == ["0", "1", "2", "3"]
+
+
+def test_push_log_looks_at_its_path_after_a_mebibyte_whatever_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fast stream looks at the path once RECENT_MAX_BYTES were written since the last look, so what
+    is read back from a replaced file is bounded by that, not by time."""
+    import json
+    import os
+
+    from airflow_provider_multimarkets.storage import push_log
+    from airflow_provider_multimarkets.storage.push_log import RECENT_MAX_BYTES, PushLog
+
+    monkeypatch.setattr(push_log, "_clock", lambda: 0.0)  # time stands still
+    path = tmp_path / "pushes.jsonl"
+    pad = "x" * 10_000
+    with PushLog(str(path)) as log:
+        n = 0
+        while path.stat().st_size < RECENT_MAX_BYTES:
+            frame = {**_push(n), "pad": pad}
+            log.append(frame, json.dumps(frame))
+            n += 1
+        os.replace(_write_other(tmp_path, [_push(1000)]), path)
+        log.append(_push(1001), json.dumps(_push(1001)))
+        assert log.tally.messages == n + 2  # the new file's push, the n that follow, and 1001
+    assert _file_pushes(path) == ["1000", *map(str, range(n)), "1001"]
+
+
+def _write_other(tmp_path: Path, frames: list[dict[str, Any]]) -> Path:
+    import json
+
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps(f) + "\n" for f in frames))
+    return other
 
 
 # ---- queries and reports -----------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from airflow_provider_multimarkets.exceptions import (
     MultiMarketsMsgAuthError,
     MultiMarketsMsgError,
 )
-from airflow_provider_multimarkets.messaging.codec import bytes_loads, decode_frame, too_deep
+from airflow_provider_multimarkets.messaging.codec import MAX_FRAME_DEPTH, bytes_loads, decode_frame, too_deep
 from airflow_provider_multimarkets.messaging.frames import (
     LOGIN_ANSWER_CODE,
     NOTICE_CODE,
@@ -552,14 +552,16 @@ class MultiMarketsMsgClient:
     async def _read(self, ws: Any, recorder: SubscriptionRecorder) -> None:
         """Every frame, as it comes; the pushes staged from frames already received are written in one
         append once no more is waiting (a push counts only once written)."""
-        handle, log = self._handle, recorder.log
+        handle, log, recv = self._handle, recorder.log, ws.recv
+        # without a message limit the recorder adds nothing to the log's commit: call it directly
+        commit = log.commit if recorder.max_messages is None else recorder.commit
         consumed = ws.messages_in
-        while not recorder.done:
-            data = await ws.recv(decode=False)
+        while recorder.stop_reason is None:
+            data = await recv(decode=False)
             consumed += 1
             handle(data, recorder)
-            if log.pending and (consumed >= ws.messages_in or log.pending >= MAX_STAGED):
-                recorder.commit(force=False)
+            if consumed >= ws.messages_in or log.pending >= MAX_STAGED:
+                commit(force=False)  # nothing staged: returns at once
 
     async def _tick(self, ws: Any, recorder: SubscriptionRecorder, next_frame: Any) -> None:
         clock = time.monotonic
@@ -624,7 +626,7 @@ class MultiMarketsMsgClient:
 
     def _handle(self, data: bytes, recorder: SubscriptionRecorder) -> None:
         """One whole message as received (a text message's UTF-8 bytes, or a binary message)."""
-        if too_deep(data):
+        if data.count(b"{") + data.count(b"[") > MAX_FRAME_DEPTH and too_deep(data):  # two C counts first
             self._malformed(recorder)
             return
         try:  # the hot path: a trade push, UTF-8 JSON on one line, written as received
@@ -632,7 +634,10 @@ class MultiMarketsMsgClient:
         except ValueError:  # not UTF-8 JSON as it stands (a BOM, UTF-16, NaN, ...): the general path below
             frame = None
         if type(frame) is dict and frame.get("msgCode") == TRADE_CODE and b"\n" not in data and b"\r" not in data:
-            recorder.stage_line(frame, data)
+            if recorder.max_messages is None:  # the recorder's own stage_line only adds the limit's check
+                recorder.log.stage_line(frame, data)
+            else:
+                recorder.stage_line(frame, data)
             return
         text = decode_frame(data)
         frame = None if text is None else parse_server_frame(text)

@@ -86,6 +86,13 @@ def push_identity(frame: dict[str, Any], data: bytes | None = None) -> int:
         ``seqId`` cannot be cut out exactly, the parsed members are used.
     """
     if data is not None:
+        seq = frame.get("seqId")
+        if type(seq) is int and data.count(_SEQ_KEY) == 1:  # the usual push: _text_without_seq, inline
+            member = b'"seqId":%d' % seq
+            at = data.find(member)
+            if at >= 0:
+                cut = data[:at] + data[at + len(member) :]
+                return (hash(cut) << 32) ^ crc32(cut)
         rest = _text_without_seq(frame, data)
         if rest is not None:
             return (hash(rest) << 32) ^ crc32(rest)

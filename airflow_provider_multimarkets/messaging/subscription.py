@@ -144,7 +144,8 @@ class SubscriptionRecorder:
     def commit(self, *, force: bool = True) -> None:
         """Write the staged pushes to the log; they count from here on (``force=False``: when the log is due)."""
         self.log.commit(force=force)
-        self.check_limits()
+        if self.max_messages is not None:
+            self.check_limits()
 
     def record_pnl(self, pnl: dict[str, Any]) -> None:
         """Count a profit-and-loss frame (:func:`parse_pnl_frame`) and keep it as its trade type's latest."""

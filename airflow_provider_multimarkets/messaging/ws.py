@@ -28,7 +28,7 @@ import time
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.frames import DATA_OPCODES
+from websockets.frames import DATA_OPCODES, Frame
 from websockets.proxy import get_proxy, parse_proxy
 from websockets.uri import WebSocketURI
 
@@ -36,14 +36,16 @@ from airflow_provider_multimarkets.api.settings import MSG_WS_COMPRESSIONS
 from airflow_provider_multimarkets.exceptions import MultiMarketsMsgError
 from airflow_provider_multimarkets.messaging.limits import CLOSE_TIMEOUT, MAX_QUEUE, WRITE_LIMIT
 
+_monotonic = time.monotonic
+
 
 class BoundedConnection(ClientConnection):
     """websockets' client connection, plus two facts the subscription needs and one bound.
 
     ``last_frame``: ``time.monotonic()`` of the last complete frame received (a data frame, a
     ping, a pong, a close). ``messages_in``: whole messages received so far. ``stalled_since``: since when the write buffer is over the limit
-    (``None`` while it is not); reading is paused meanwhile, so at most one network read of
-    ping answers is added to a buffer that is already full.
+    (``None`` while it is not); reading is paused meanwhile (the frame queue does not resume it
+    either), so at most one network read of ping answers is added to a buffer that is already full.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -53,15 +55,20 @@ class BoundedConnection(ClientConnection):
         self.messages_in = 0
 
     def process_event(self, event: Any) -> None:
-        super().process_event(event)
-        self.last_frame = time.monotonic()
-        if getattr(event, "fin", False) and event.opcode in DATA_OPCODES:
+        ClientConnection.process_event(self, event)  # (not super(): this runs for every frame)
+        self.last_frame = _monotonic()
+        if type(event) is Frame and event.fin and event.opcode in DATA_OPCODES:
             self.messages_in += 1  # whole messages received; the client counts those it read
 
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.stalled_since is not None:
-            self.transport.pause_reading()  # the frame queue may have resumed it: not while stalled
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        resume = self.recv_messages.resume
+
+        def resume_unless_stalled() -> None:  # the frame queue resumes reading: not while stalled
+            if self.stalled_since is None:
+                resume()
+
+        self.recv_messages.resume = resume_unless_stalled
 
     def pause_writing(self) -> None:
         super().pause_writing()

@@ -23,13 +23,19 @@ orphaned trigger run still draining its socket), so two writers never write one 
 line left incomplete by a process killed in the middle of its write is cut off (it was never
 counted).
 
-**Another process truncating or replacing the file.** Before each append the log checks that the
-file is still the one it read (same inode under the path) and no shorter than what it read. When
-another process truncated it (``> pushes.jsonl``, a log rotation with ``copytruncate``) or replaced
-it (a rename over it), the log says so in one warning and reads the file again from its start: the
-tally is then the file's own again, and a push another writer appended meanwhile is known, so it is
-never written twice. Pushes that the other process removed are gone from the file and from the
-tally (summary = file); one the server sends again is written again (the file gets it back).
+**Another process truncating, replacing, moving or removing the file.** Every append looks, under
+the lock, at the size of the file held (one ``lseek``): when another process truncated it
+(``> pushes.jsonl``, a log rotation with ``copytruncate``), the log says so in one warning and reads
+the file again from its start, so the tally is the file's own again (summary = file: pushes the
+other process removed are gone from both; one the server sends again is written again). Whether the
+path still names the file held is looked at every :data:`PATH_CHECK_SECONDS` (a ``stat``; and
+whenever :data:`RECENT_MAX_BYTES` were written since the last look). When another file is there
+(renamed over it), or none (moved away, removed), the log warns, opens the file at the path (or
+creates it), reads it from its start, and appends to it the pushes it wrote since the last look that
+this file does not hold: those may have gone into the file that was replaced or moved, and none is
+lost. A push another writer appended meanwhile is known, so it is never written twice. The
+per-push cost is what a triggerer running hundreds of subscriptions pays: one lock, one ``lseek``
+and one ``write`` per append (the path only every few seconds).
 
 Memory is flat: the identities of the last ``dedup_window`` pushes (about 100 bytes each), the
 tally's counters and the first ``keep_first`` pushes.
@@ -41,6 +47,7 @@ import errno
 import json
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,15 +56,30 @@ from typing import Any
 from airflow_provider_multimarkets.exceptions import PushLogError
 from airflow_provider_multimarkets.messaging.codec import frame_loads, too_deep
 from airflow_provider_multimarkets.messaging.identity import push_identity
-from airflow_provider_multimarkets.storage.files import Flock, os_error_cause
+from airflow_provider_multimarkets.storage.files import Flock, fcntl, os_error_cause
 
 log = logging.getLogger(__name__)
+if fcntl is not None:
+    flock, LOCK_EX, LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN
+else:  # pragma: no cover - Windows: one writer assumed (as Flock)
+
+    def flock(fd: int, operation: int) -> None:
+        return None
+
+    LOCK_EX = LOCK_UN = 0
+_clock = time.monotonic  # a test's fake clock replaces it
 
 READ_CHUNK = 1 << 20
 #: a staged push: (identity, tally record, line, the parsed frame only when ``on_push`` needs it)
-_Staged = tuple[int, tuple[str, "str | None", "str | None", "int | None"], bytes, "dict[str, Any] | None"]
+_Staged = tuple[int, "TallyRecord", bytes, "dict[str, Any] | None"]
 #: a push line longer than this in an existing log is reported, not loaded into memory unbounded
 MAX_LINE_BYTES = 64 << 20
+#: seconds between two looks at the log's path (is it still the file held?); every append looks at the
+#: size of the file held. The pushes written since the last look follow into a file found at the path
+#: instead (replaced, moved away or removed), so none is lost (see the module docs)
+PATH_CHECK_SECONDS = 5.0
+#: bytes written between two looks at the path, at most (a fast stream looks more often)
+RECENT_MAX_BYTES = 1 << 20
 
 
 def parse_line(line: bytes | str) -> dict[str, Any] | None:
@@ -83,8 +105,12 @@ def _count_key(value: Any) -> str:
     return value if type(value) is str else json.dumps(value, separators=(",", ":"), default=repr)
 
 
-def tally_record(frame: dict[str, Any]) -> tuple[str, str | None, str | None, int | None]:
-    """What the tally needs of a push: (msgCode, bizType, orderStatus, timestamp), as counting keys.
+#: what the tally counts of a push: ((msgCode, bizType, orderStatus), timestamp), see :func:`tally_record`
+TallyRecord = tuple[tuple[str, "str | None", "str | None"], "int | None"]
+
+
+def tally_record(frame: dict[str, Any]) -> TallyRecord:
+    """What the tally needs of a push: its kind (msgCode, bizType, orderStatus, as counting keys) and timestamp.
 
     Staged pushes keep this small tuple, not the parsed frame: holding thousands of parsed frames
     until they are written costs more than parsing them (allocator and garbage collector).
@@ -102,61 +128,69 @@ def tally_record(frame: dict[str, Any]) -> tuple[str, str | None, str | None, in
             if value is not None:
                 status = value if type(value) is str else _count_key(value)
     stamp = frame.get("timestamp")
-    return (
-        code if type(code) is str else _count_key(code),
-        biz_type,
-        status,
-        stamp if type(stamp) is int else None,
-    )
+    return (code if type(code) is str else _count_key(code), biz_type, status), stamp if type(stamp) is int else None
 
 
 @dataclass
 class PushTally:
-    """The counts of a set of pushes: the one counting rule of summaries and reports."""
+    """The counts of a set of pushes: the one counting rule of summaries and reports.
+
+    One count per kind of push (msgCode, bizType, orderStatus): a push updates one entry, and the
+    counts by msgCode, by bizType and by orderStatus are sums over the kinds.
+    """
 
     messages: int = 0
-    by_msg_code: Counter[str] = field(default_factory=Counter)
-    by_biz_type: Counter[str] = field(default_factory=Counter)
-    by_order_status: Counter[str] = field(default_factory=Counter)
+    by_kind: dict[tuple[str, str | None, str | None], int] = field(default_factory=dict)
     first_timestamp: int | None = None
     last_timestamp: int | None = None
+
+    def _by(self, position: int) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for kind, count in self.by_kind.items():
+            key = kind[position]
+            if key is not None:
+                counts[key] += count
+        return counts
+
+    @property
+    def by_msg_code(self) -> Counter[str]:
+        return self._by(0)
+
+    @property
+    def by_biz_type(self) -> Counter[str]:
+        return self._by(1)
+
+    @property
+    def by_order_status(self) -> Counter[str]:
+        return self._by(2)
 
     def add(self, frame: dict[str, Any]) -> None:
         self.add_record(tally_record(frame))
 
-    def add_record(self, record: tuple[str, str | None, str | None, int | None]) -> None:
+    def add_record(self, record: TallyRecord) -> None:
         """Count one push from its :func:`tally_record` (kept instead of the parsed frame)."""
         self.messages += 1
-        code, biz_type, status, stamp = record
-        counts = self.by_msg_code
-        counts[code] = counts.get(code, 0) + 1
-        if biz_type is not None:
-            counts = self.by_biz_type
-            counts[biz_type] = counts.get(biz_type, 0) + 1
-        if status is not None:
-            counts = self.by_order_status
-            counts[status] = counts.get(status, 0) + 1
+        kind, stamp = record
+        by_kind = self.by_kind
+        by_kind[kind] = by_kind.get(kind, 0) + 1
         if stamp is not None:
             first = self.first_timestamp
-            if first is None or stamp < first:
+            if first is None:
+                self.first_timestamp = self.last_timestamp = stamp
+            elif stamp < first:
                 self.first_timestamp = stamp
-            last = self.last_timestamp
-            if last is None or stamp > last:
+            elif stamp > self.last_timestamp:  # type: ignore[operator]
                 self.last_timestamp = stamp
 
-    def add_records(self, records: list[tuple[str, str | None, str | None, int | None]]) -> None:
+    def add_records(self, records: list[TallyRecord]) -> None:
         """:meth:`add_record` for a batch, counted by the C loops of ``Counter.update``, ``min`` and ``max``."""
         if not records:
             return
         self.messages += len(records)
-        self.by_msg_code.update([r[0] for r in records])
-        biz_types = [r[1] for r in records if r[1] is not None]
-        if biz_types:
-            self.by_biz_type.update(biz_types)
-        statuses = [r[2] for r in records if r[2] is not None]
-        if statuses:
-            self.by_order_status.update(statuses)
-        stamps = [r[3] for r in records if r[3] is not None]
+        by_kind = self.by_kind
+        for kind, count in Counter([r[0] for r in records]).items():
+            by_kind[kind] = by_kind.get(kind, 0) + count
+        stamps = [r[1] for r in records if r[1] is not None]
         if stamps:
             low, high = min(stamps), max(stamps)
             if self.first_timestamp is None or low < self.first_timestamp:
@@ -185,6 +219,30 @@ class PushLog:
         another writer appended, and those appended here (in file order).
     """
 
+    # a triggerer holds hundreds: slots keep each small and its attributes quick on the append path
+    __slots__ = (
+        "__dict__",  # subclasses (segments) add their own
+        "_fd",
+        "_held",
+        "_known_before",
+        "_looked_at",
+        "_offset",
+        "_partial",
+        "_path_due",
+        "_pending",
+        "_pending_ids",
+        "_seen",
+        "_seen_old",
+        "_tail",
+        "dedup_window",
+        "duplicates",
+        "on_push",
+        "path",
+        "restored",
+        "tally",
+        "unreadable_lines",
+    )
+
     def __init__(
         self,
         path: str | None,
@@ -204,10 +262,17 @@ class PushLog:
         self._seen: set[int] = set()
         self._seen_old: frozenset[int] | set[int] = frozenset()
         self._fd: int | None = None
+        #: (inode, device) of the file held, and when its path is next looked at (see commit)
+        self._held: tuple[int, int] = (0, 0)
+        self._path_due = 0.0
         self._offset = 0
         self._partial = b""
         self._pending: list[_Staged] = []
         self._pending_ids: set[int] = set()
+        #: the offset in the file held when the log last found it at its path; and what the file held
+        #: after it held since, read back when another file is found there (see commit)
+        self._looked_at = 0
+        self._tail = b""
         #: while the file is read again (truncated or replaced): the identities counted before
         self._known_before: set[int] | None = None
 
@@ -220,6 +285,7 @@ class PushLog:
         try:
             os.makedirs(directory, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._hold(self._fd)
         except (FileExistsError, NotADirectoryError) as exc:
             raise PushLogError(
                 f"Cannot create the push log {self.path}: a part of its directory path is a file "
@@ -235,6 +301,7 @@ class PushLog:
             raise _write_error(str(self.path), exc, "open") from None
         with self._locked():
             self._catch_up(cut_partial=True)
+        self._looked_at = self._offset
         self.restored = self.tally.messages
         return self
 
@@ -265,6 +332,11 @@ class PushLog:
             self._offset -= len(self._partial)
             self._partial = b""
 
+    def _hold(self, fd: int) -> None:
+        held = os.fstat(fd)
+        self._held = (held.st_ino, held.st_dev)
+        self._path_due = _clock() + PATH_CHECK_SECONDS
+
     def _same_file(self, fd: int) -> tuple[int, bool]:
         """``fd`` while it is still the file at the log's path; else the file at the path, opened again."""
         assert self.path is not None
@@ -272,15 +344,21 @@ class PushLog:
             at_path = os.stat(self.path)
         except FileNotFoundError:
             at_path = None
-        held = os.fstat(fd)
-        if at_path is not None and (at_path.st_ino, at_path.st_dev) == (held.st_ino, held.st_dev):
+        if at_path is not None and (at_path.st_ino, at_path.st_dev) == self._held:
+            self._path_due = _clock() + PATH_CHECK_SECONDS
+            self._looked_at = self._offset
             return fd, False
         try:
             new_fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as exc:
             raise _write_error(self.path, exc, "open") from None
+        try:  # what was written since the last look: maybe into this file after it was replaced or moved
+            self._tail = os.pread(fd, max(self._offset - self._looked_at, 0), self._looked_at)
+        except OSError:
+            self._tail = b""
         os.close(fd)
         self._fd = new_fd
+        self._hold(new_fd)
         return new_fd, True
 
     def _read_again(self, what: str) -> None:
@@ -295,6 +373,7 @@ class PushLog:
             self._catch_up(cut_partial=True)
         finally:
             self._known_before = None
+        self._looked_at = self._offset  # what the file holds now is the other process's doing
         log.warning(
             "The push log %s was %s by another process. Read it again from its start: the tally follows the file "
             "(%d pushes now; %d were counted before). Pushes another writer appended are not written again. Give "
@@ -345,11 +424,19 @@ class PushLog:
     def stage_line(self, frame: dict[str, Any], line: bytes) -> bool:
         """:meth:`PushLog.stage` for a push whose log line is ready: its UTF-8 text on one line, as received."""
         identity = push_identity(frame, line)
-        if identity in self._seen or identity in self._seen_old or identity in self._pending_ids:
+        if identity in self._seen or (self._seen_old and identity in self._seen_old):
             self.duplicates += 1
             return False
-        self._pending.append((identity, tally_record(frame), line, frame if self.on_push is not None else None))
-        self._pending_ids.add(identity)
+        pending = self._pending
+        if pending:  # the identities of staged pushes are kept only once there are two or more
+            ids = self._pending_ids
+            if not ids:
+                ids.update([item[0] for item in pending])
+            if identity in ids:
+                self.duplicates += 1
+                return False
+            ids.add(identity)
+        pending.append((identity, tally_record(frame), line, frame if self.on_push is not None else None))
         return True
 
     @property
@@ -362,29 +449,31 @@ class PushLog:
         ``force=False`` lets a store that writes in larger units (segments) wait for more pushes;
         a local file always writes.
         """
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return 0
-        pending, self._pending = self._pending, []
-        self._pending_ids = set()
+        self._pending = []
+        if self._pending_ids:
+            self._pending_ids.clear()
         fd = self._fd
         if fd is None:
             assert self.path is None, "PushLog.open() first"
             self._count_many(pending)
             return len(pending)
-        fd, replaced = self._same_file(fd)
-        with self._locked():
-            size = os.fstat(fd).st_size
+        # Per append, under the lock: the size of the file held (one lseek: another writer appended, or
+        # it was truncated). Its path (a stat) every PATH_CHECK_SECONDS: when another file is there, the
+        # pushes written since the last look follow into it (see the module docs).
+        replaced = False
+        if _clock() >= self._path_due or self._offset - self._looked_at >= RECENT_MAX_BYTES:
+            fd, replaced = self._same_file(fd)
+        flock(fd, LOCK_EX)  # Flock's call, without the object: the hot path
+        try:
+            size = os.lseek(fd, 0, os.SEEK_END)
             if replaced or size != self._offset:
-                if replaced:
-                    self._read_again("replaced (another file is at its path now)")
-                elif size < self._offset:
-                    self._read_again(f"truncated ({size} bytes, shorter than the {self._offset} bytes read)")
-                else:
-                    self._catch_up()  # another writer appended: take its pushes in first
-                fresh = [item for item in pending if not self.knows(item[0])]
-                self.duplicates += len(pending) - len(fresh)
-                pending = fresh
-            data = b"\n".join([item[2] for item in pending]) + b"\n" if pending else b""
+                pending = self._take_in_others(pending, size, replaced)
+                if not pending:
+                    return 0
+            data = pending[0][2] + b"\n" if len(pending) == 1 else b"\n".join([item[2] for item in pending]) + b"\n"
             try:
                 written = os.write(fd, data)
             except OSError as exc:
@@ -393,14 +482,62 @@ class PushLog:
                 os.ftruncate(fd, self._offset)
                 raise _write_error(str(self.path), OSError(errno.ENOSPC, "short write"), "write")
             self._offset += written
+        finally:
+            flock(fd, LOCK_UN)
         self._count_many(pending)
         return len(pending)
+
+    def _not_held(self, tail: bytes) -> list[_Staged]:
+        """The pushes of ``tail`` (lines read back from the file held before) that this log does not hold."""
+        again: list[_Staged] = []
+        ids: set[int] = set()
+        for line in tail.split(b"\n")[:-1]:  # complete lines only
+            frame = parse_line(line) if line.strip() else None
+            if frame is None:
+                continue
+            identity = push_identity(frame, line)
+            if not self.knows(identity) and identity not in ids:
+                ids.add(identity)
+                again.append((identity, tally_record(frame), line, None))
+        return again
+
+    def _take_in_others(self, pending: list[_Staged], size: int, replaced: bool) -> list[_Staged]:
+        """What another process did to the file since the last look (we hold its lock), taken in first;
+        the staged pushes the file now holds are left out (returned: those to write)."""
+        if replaced:
+            tail, self._tail = self._tail, b""
+            self._read_again("replaced (another file is at its path now)")
+            # written since the last look at the path, so maybe into the file that was replaced or moved
+            # away: they follow into the new file (counted again, announced once)
+            again = self._not_held(tail)
+            if again:
+                log.warning(
+                    "The push log %s: %d push(es) written since its path was last looked at are appended to the new file.",
+                    self.path,
+                    len(again),
+                )
+            pending = again + pending
+        elif size < self._offset:
+            self._read_again(f"truncated ({size} bytes, shorter than the {self._offset} bytes read)")
+        else:
+            self._catch_up()  # another writer appended: take its pushes in first
+        fresh = [item for item in pending if not self.knows(item[0])]
+        self.duplicates += len(pending) - len(fresh)
+        return fresh
 
     def _count_many(self, items: list[_Staged]) -> None:
         """:meth:`_count` for a batch: with no ``on_push``, C loops over the batch instead of calls per push."""
         on_push = self.on_push
+        if on_push is None and len(items) == 1:  # a triggerer's usual commit: one push
+            identity, record = items[0][0], items[0][1]
+            seen = self._seen
+            seen.add(identity)
+            if len(seen) >= self.dedup_window:
+                self._seen_old, self._seen = seen, set()
+            self.tally.add_record(record)
+            return
         if on_push is not None or len(items) < 8:  # one by one: a listener sees the counts as of its push;
-            # a few pushes (a triggerer's usual batch, one at a time) count faster without the batch lists
+            # a few pushes count faster without the batch lists
             add_record = self.tally.add_record
             for identity, record, _, frame in items:
                 self._remember(identity)
